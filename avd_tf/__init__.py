@@ -1,0 +1,1 @@
+"""avd-tf: Adversarial Video Distillation (Tavakolian et al.) in TensorFlow/Keras."""
