@@ -94,7 +94,8 @@ def serialize(video: EncodedVideo) -> bytes:
     example = tf.train.SequenceExample(
         context=context, feature_lists=tf.train.FeatureLists(feature_list=lists)
     )
-    return example.SerializeToString()
+    # deterministic: map fields (the context) otherwise serialise in hash order.
+    return example.SerializeToString(deterministic=True)
 
 
 def parse(serialized: tf.Tensor) -> dict:

@@ -1,0 +1,254 @@
+"""Video files -> SequenceExample shards + manifest.json, in parallel and resumable.
+
+Videos are converted in worker processes (OpenCV only) and serialised and
+written by this process in a fixed order, so a run that was killed and
+resumed writes exactly the bytes an uninterrupted run writes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import time
+from typing import Callable, Iterable
+
+import tqdm
+
+from avd_tf.datasets import DatasetSplits, VideoEntry, resolve_path
+from avd_tf.records import schema, shards
+from avd_tf.records.convert import ConvertOptions, Converter, VideoResult
+
+MANIFEST = "manifest.json"
+SETTINGS = "settings.json"
+
+
+class PrepareError(Exception):
+    """Raised when an output folder cannot be (re)used as asked."""
+
+
+@dataclasses.dataclass
+class Task:
+    split: str
+    shard: str
+    entry: VideoEntry
+    path: str | None
+
+
+_converter: Converter | None = None
+
+
+def _init_worker(options: ConvertOptions) -> None:
+    import cv2
+
+    # One OpenCV thread per process: the processes are the parallelism.
+    cv2.setNumThreads(1)
+    global _converter
+    _converter = Converter(options)
+
+
+def _convert(task: Task) -> tuple[Task, VideoResult]:
+    return task, _converter(task.entry, task.path)
+
+
+def _video_summary(result: VideoResult) -> dict:
+    return {
+        "id": result.entry.video_id,
+        "path": result.entry.path,
+        "label": result.entry.label,
+        "frames": len(result.frames),
+        "flow_frames": len(result.flow_x),
+        "height": result.height,
+        "width": result.width,
+        "notes": result.notes,
+    }
+
+
+def _failure(split: str, result: VideoResult) -> dict:
+    return {"split": split, "id": result.entry.video_id, "path": result.path, "reason": result.failure}
+
+
+def _check_settings(output_dir: str, settings: dict) -> None:
+    path = os.path.join(output_dir, shards.PROGRESS_DIR, SETTINGS)
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if previous != settings:
+            changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+            raise PrepareError(
+                f"{output_dir} holds a preparation made with other settings ({', '.join(changed)} "
+                "differ): use a new --output_dir, or delete this one to start over"
+            )
+    else:
+        shards.write_json_atomically(path, settings)
+
+
+def _results(tasks: list[Task], options: ConvertOptions, workers: int) -> Iterable[tuple[Task, VideoResult]]:
+    if workers <= 1 or len(tasks) <= 1:
+        _init_worker(options)
+        return map(_convert, tasks)
+    # spawn, not fork: this process has TensorFlow's threads running.
+    pool = multiprocessing.get_context("spawn").Pool(
+        workers, initializer=_init_worker, initargs=(options,)
+    )
+    return _closing(pool, pool.imap(_convert, tasks, chunksize=1))
+
+
+def _closing(pool, iterator):
+    try:
+        yield from iterator
+    finally:
+        pool.terminate()
+
+
+def prepare(
+    dataset: DatasetSplits,
+    video_dir: str,
+    output_dir: str,
+    options: ConvertOptions,
+    *,
+    dataset_name: str = "",
+    videos_per_shard: int = 10,
+    workers: int = 1,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Prepares every split of `dataset`; returns (and writes) the manifest."""
+    os.makedirs(os.path.join(output_dir, shards.PROGRESS_DIR), exist_ok=True)
+    settings = {
+        "dataset": dataset_name,
+        "options": dataclasses.asdict(options),
+        "videos_per_shard": videos_per_shard,
+        "classes": dataset.classes,
+        "videos": {split: [e.path for e in entries] for split, entries in dataset.splits.items()},
+    }
+    _check_settings(output_dir, settings)
+    stale = shards.remove_stale(output_dir)
+    if stale:
+        log(f"removed {stale} partial file(s) left by an interrupted run")
+
+    plan = {}  # shard name -> (split, entries)
+    for split, entries in dataset.splits.items():
+        ranges = shards.plan(len(entries), videos_per_shard)
+        for i, r in enumerate(ranges):
+            plan[shards.shard_name(split, i, len(ranges))] = (split, [entries[j] for j in r])
+    todo = [name for name in plan if not shards.is_complete(output_dir, name)]
+    total = sum(len(v[1]) for v in plan.values())
+    remaining = sum(len(plan[name][1]) for name in todo)
+    if len(todo) < len(plan):
+        log(f"resuming: {len(plan) - len(todo)} of {len(plan)} shards already complete")
+
+    tasks = [
+        Task(split, name, entry, resolve_path(video_dir, entry))
+        for name in todo
+        for entry in plan[name][1]
+    ]
+    left = {name: len(plan[name][1]) for name in todo}
+    summaries = {name: {"videos": [], "failures": []} for name in todo}
+    writers = {}
+    bar = tqdm.tqdm(total=total, initial=total - remaining, unit="video", disable=not progress, dynamic_ncols=True)
+    start = time.time()
+    frames = 0
+    try:
+        for name in todo:
+            if not left[name]:  # a split with no videos still gets its (empty) shard
+                writers[name] = _open(output_dir, name)
+                _publish(output_dir, name, writers.pop(name), summaries[name])
+        for task, result in _results(tasks, options, workers):
+            name = task.shard
+            if name not in writers:
+                writers[name] = _open(output_dir, name)
+            if result.ok:
+                writers[name].write(schema.serialize(_encoded(result)))
+                summaries[name]["videos"].append(_video_summary(result))
+                frames += len(result.frames)
+            else:
+                summaries[name]["failures"].append(_failure(task.split, result))
+                bar.write(f"FAILED {result.path}: {result.failure}")
+            left[name] -= 1
+            if not left[name]:
+                _publish(output_dir, name, writers.pop(name), summaries[name])
+            bar.update(1)
+            bar.set_postfix(frames_per_s=f"{frames / max(time.time() - start, 1e-9):.0f}")
+    finally:
+        bar.close()
+        for writer in writers.values():
+            writer.close()
+    manifest = build_manifest(output_dir, plan, settings)
+    shards.write_json_atomically(os.path.join(output_dir, MANIFEST), manifest)
+    return manifest
+
+
+def _open(output_dir: str, name: str):
+    import tensorflow as tf
+
+    return tf.io.TFRecordWriter(os.path.join(output_dir, name + shards.TMP_SUFFIX))
+
+
+def _publish(output_dir: str, name: str, writer, summary: dict) -> None:
+    writer.close()
+    shards.finish(output_dir, name, summary)
+
+
+def _encoded(result: VideoResult) -> schema.EncodedVideo:
+    return schema.EncodedVideo(
+        video_id=result.entry.video_id,
+        label=result.entry.label,
+        label_name=result.entry.label_name,
+        height=result.height,
+        width=result.width,
+        fps=result.fps,
+        frames=result.frames,
+        flow_x=result.flow_x,
+        flow_y=result.flow_y,
+    )
+
+
+def build_manifest(output_dir: str, plan: dict, settings: dict) -> dict:
+    """Gathers the shard summaries into the dataset's manifest (deterministic)."""
+    splits, videos, failures = {}, {}, []
+    for name, (split, entries) in plan.items():
+        summary = shards.read_summary(output_dir, name)
+        entry = splits.setdefault(
+            split, {"listed": 0, "videos": 0, "failed": 0, "frames": 0, "flow_frames": 0, "shards": []}
+        )
+        entry["listed"] += len(entries)
+        entry["videos"] += len(summary["videos"])
+        entry["failed"] += len(summary["failures"])
+        entry["frames"] += sum(v["frames"] for v in summary["videos"])
+        entry["flow_frames"] += sum(v["flow_frames"] for v in summary["videos"])
+        entry["shards"].append(name)
+        videos.setdefault(split, []).extend(summary["videos"])
+        failures.extend(summary["failures"])
+    for split, entry in splits.items():
+        per_class = [0] * len(settings["classes"])
+        for video in videos[split]:
+            per_class[video["label"]] += 1
+        entry["videos_per_class"] = per_class
+    return {
+        "dataset": settings["dataset"],
+        "classes": settings["classes"],
+        "options": settings["options"],
+        "splits": splits,
+        "videos": videos,
+        "failures": failures,
+        "notes": sum(len(v["notes"]) > 0 for vs in videos.values() for v in vs),
+    }
+
+
+def dry_run(dataset: DatasetSplits, video_dir: str) -> tuple[list[str], dict]:
+    """Checks split files against the disk without decoding anything.
+
+    Returns the listed-but-missing paths and, per split, the number of videos
+    listed, missing, and distinct classes they cover.
+    """
+    missing, report = [], {}
+    for split, entries in dataset.splits.items():
+        lost = [e.path for e in entries if resolve_path(video_dir, e) is None]
+        missing.extend(lost)
+        report[split] = {
+            "videos": len(entries),
+            "missing": len(lost),
+            "classes": len({e.label for e in entries}),
+        }
+    return missing, report

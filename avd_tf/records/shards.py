@@ -1,0 +1,73 @@
+"""Which videos go to which shard, and how a shard becomes visible atomically.
+
+A shard is the unit of resumption: its records are written to a temporary
+file, its per-video summary to `.progress/<shard>.json`, and only then is the
+temporary file renamed to its final name. A final shard name therefore always
+means a complete shard with a summary; anything else is redone.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+
+PROGRESS_DIR = ".progress"
+TMP_SUFFIX = ".tmp"
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def plan(num_videos: int, videos_per_shard: int) -> list[range]:
+    """Contiguous index ranges, one per shard (at least one shard per split)."""
+    if videos_per_shard < 1:
+        raise ValueError(f"videos_per_shard must be >= 1, got {videos_per_shard}")
+    count = max(1, math.ceil(num_videos / videos_per_shard))
+    return [
+        range(i * videos_per_shard, min(num_videos, (i + 1) * videos_per_shard))
+        for i in range(count)
+    ]
+
+
+def summary_path(output_dir: str, name: str) -> str:
+    return os.path.join(output_dir, PROGRESS_DIR, name.replace(".tfrecord", ".json"))
+
+
+def is_complete(output_dir: str, name: str) -> bool:
+    return os.path.exists(os.path.join(output_dir, name)) and os.path.exists(
+        summary_path(output_dir, name)
+    )
+
+
+def write_json_atomically(path: str, value) -> None:
+    tmp = path + TMP_SUFFIX
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def finish(output_dir: str, name: str, summary: dict) -> None:
+    """Publishes a shard whose records are complete in `<name>.tmp`."""
+    write_json_atomically(summary_path(output_dir, name), summary)
+    tmp = os.path.join(output_dir, name + TMP_SUFFIX)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(output_dir, name))
+
+
+def remove_stale(output_dir: str) -> int:
+    """Deletes temporary files a killed run left behind; returns how many."""
+    stale = glob.glob(os.path.join(output_dir, "*" + TMP_SUFFIX))
+    stale += glob.glob(os.path.join(output_dir, PROGRESS_DIR, "*" + TMP_SUFFIX))
+    for path in stale:
+        os.remove(path)
+    return len(stale)
+
+
+def read_summary(output_dir: str, name: str) -> dict:
+    with open(summary_path(output_dir, name)) as f:
+        return json.load(f)

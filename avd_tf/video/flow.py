@@ -1,0 +1,76 @@
+"""TV-L1 optical flow (Zach et al. 2007; paper section 4.2) and its 8-bit storage.
+
+Flow is computed on grayscale frames with OpenCV contrib's Dual TV-L1, on
+the GPU when the OpenCV build has CUDA, truncated to [-BOUND, BOUND] pixels
+and quantised to uint8 with q = round(255 * (v + BOUND) / (2 * BOUND)), the
+TSN/denseflow convention (DESIGN.md section 3). This module must not import
+TensorFlow (it runs in preparation worker processes).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+BOUND = 20.0
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def cuda_available() -> bool:
+    """True when this OpenCV build can run TV-L1 on a CUDA device."""
+    try:
+        return cv2.cuda.getCudaEnabledDeviceCount() > 0 and hasattr(
+            cv2.cuda, "OpticalFlowDual_TVL1_create"
+        )
+    except (AttributeError, cv2.error):
+        return False
+
+
+class TVL1:
+    """Reusable TV-L1 estimator; `calc(prev, next)` returns float32[H, W, 2] (dx, dy).
+
+    OpenCV's default parameters are kept (tau 0.25, lambda 0.15, theta 0.3,
+    5 scales, 5 warps), as the field's extraction tools do.
+    """
+
+    def __init__(self, device: str = "auto"):
+        if device not in DEVICES:
+            raise ValueError(f"unknown flow device {device!r}; expected one of {DEVICES}")
+        if device == "cuda" and not cuda_available():
+            raise RuntimeError(
+                "flow device 'cuda' requested but this OpenCV build has no CUDA TV-L1 "
+                "(opencv-contrib-python wheels are CPU-only; build OpenCV with CUDA)"
+            )
+        self.device = "cuda" if device == "cuda" or (device == "auto" and cuda_available()) else "cpu"
+        if self.device == "cuda":
+            self._impl = cv2.cuda.OpticalFlowDual_TVL1_create()
+        else:
+            if not hasattr(cv2, "optflow"):
+                raise RuntimeError(
+                    "cv2.optflow is missing: install opencv-contrib-python-headless, "
+                    "not opencv-python (they cannot be installed together)"
+                )
+            self._impl = cv2.optflow.DualTVL1OpticalFlow_create()
+
+    def calc(self, prev_gray: np.ndarray, next_gray: np.ndarray) -> np.ndarray:
+        if self.device == "cuda":
+            prev_gpu, next_gpu = cv2.cuda_GpuMat(), cv2.cuda_GpuMat()
+            prev_gpu.upload(prev_gray)
+            next_gpu.upload(next_gray)
+            return self._impl.calc(prev_gpu, next_gpu, None).download()
+        return self._impl.calc(prev_gray, next_gray, None)
+
+
+def quantize(flow: np.ndarray, bound: float = BOUND) -> tuple[np.ndarray, np.ndarray]:
+    """Truncates flow to [-bound, bound] and maps it to uint8 x and y images."""
+    q = np.round(255.0 * (np.clip(flow, -bound, bound) + bound) / (2.0 * bound))
+    q = q.astype(np.uint8)
+    return q[..., 0], q[..., 1]
+
+
+def dequantize(q: np.ndarray, bound: float = BOUND) -> np.ndarray:
+    """Inverse of `quantize` for one channel: uint8 -> pixels (float32)."""
+    return q.astype(np.float32) * (2.0 * bound / 255.0) - bound
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
