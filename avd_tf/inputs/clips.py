@@ -1,0 +1,361 @@
+"""tf.data pipelines over prepared shards: videos, clips, single frames, AVD pairs.
+
+Modelled on TF Model Garden's `video_input.py`. One pass:
+
+    shards --interleave--> records --parse (only the stream read)--> [cache]
+    --[shuffle, repeat]--> choose clip frames --gather the ENCODED frames-->
+    decode only those JPEGs --> [-1, 1] --> augment or centre crop --> batch
+
+Gathering the encoded strings before decoding is what makes it fast: a
+300-frame video costs 16 JPEG decodes for a 16-frame clip, not 300.
+
+Training draws `clips_per_video` random clips (default one) per video per
+pass, with random starts and the augmentation of `augment.py`; evaluation
+takes evenly spaced clips and centre crops, deterministically. Short videos
+are looped (see `sampling.py`).
+
+Determinism: with `seed` set, the same arguments give the same batches in
+every run (file order, shuffling, starts and augmentation all derive from it;
+augmentation uses stateless random ops). Successive passes over one dataset
+still differ, as epochs should. This needs `tf.data.Options().deterministic
+= True`, the default, which these pipelines set whenever a seed is given or
+`training=False`; training without a seed sets it to False, letting parallel
+maps return elements out of order for throughput.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from avd_tf.inputs import augment, sampling
+from avd_tf.inputs.shards import list_shards
+from avd_tf.records import schema
+
+STREAMS = ("rgb", "flow")
+AUTOTUNE = tf.data.AUTOTUNE
+# A fixed cycle length (not AUTOTUNE, which follows the core count) keeps the
+# record order, hence a seeded pipeline, identical on every machine.
+MAX_CYCLE_LENGTH = 8
+
+
+def _sub_seed(seed: int | None, stream: int) -> int | None:
+    """Independent seeds for the pipeline's random ops, all derived from one."""
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0] >> 1)
+
+
+def _records(files: list[str], shuffle_seed: int | None, shuffle: bool) -> tf.data.Dataset:
+    """(shard path, serialized record) pairs, shards read in parallel."""
+    paths = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        paths = paths.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return paths.interleave(
+        lambda path: tf.data.TFRecordDataset(path).map(lambda record: (path, record)),
+        cycle_length=min(len(files), MAX_CYCLE_LENGTH),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+
+
+def _options(deterministic: bool) -> tf.data.Options:
+    options = tf.data.Options()
+    options.autotune.enabled = True
+    options.deterministic = deterministic
+    return options
+
+
+def video_dataset(data_dir: str, split: str) -> tf.data.Dataset:
+    """Every video of `split` as the dict of `schema.parse` (in shard order)."""
+    files = list_shards(data_dir, split)
+    records = _records(files, None, shuffle=False)
+    return records.map(lambda _, record: schema.parse(record), num_parallel_calls=AUTOTUNE)
+
+
+def _stream_parser(stream: str):
+    """Parses only what `stream` needs, into 'planes': (length, P) encoded images.
+
+    RGB has one 3-channel plane per frame, flow two 1-channel planes (x, y),
+    so flow of a video with N frames has length N - 1.
+    """
+    context = {k: schema.CONTEXT_FEATURES[k] for k in (schema.VIDEO_ID, schema.LABEL_INDEX)}
+    keys = (schema.IMAGE,) if stream == "rgb" else (schema.FLOW_X, schema.FLOW_Y)
+    sequence = {k: schema.SEQUENCE_FEATURES[k] for k in keys}
+
+    def parse(path, record):
+        ctx, seq = tf.io.parse_single_sequence_example(
+            record, context_features=context, sequence_features=sequence
+        )
+        return {
+            "planes": tf.stack([seq[k] for k in keys], axis=1),
+            "label": tf.cast(ctx[schema.LABEL_INDEX], tf.int32),
+            "video_id": ctx[schema.VIDEO_ID],
+            "shard": path,
+        }
+
+    return parse
+
+
+def _select(video, seed, *, stream, num_frames, frame_stride, num_clips, training):
+    """One video -> `num_clips` clips of encoded frames (nothing decoded yet)."""
+    planes = video["planes"]
+    length = tf.shape(planes)[0]
+    what = "frames" if stream == "rgb" else "optical flow frames (prepare the data with flow)"
+    check = tf.debugging.Assert(
+        length > 0, [video["shard"], ": video", video["video_id"], f"has no {what}"]
+    )
+    with tf.control_dependencies([check]):
+        length = tf.identity(length)
+    span = sampling.clip_span(num_frames, frame_stride)
+    if training:
+        seeds = tf.random.experimental.stateless_split(seed, num=num_clips + 1)
+        starts = sampling.random_starts(length, num_clips, span, seeds[0])
+    else:
+        starts = sampling.evenly_spaced_starts(length, num_clips, span)
+    indices = sampling.clip_indices(starts, length, num_frames, frame_stride)
+    clips = {
+        "encoded": tf.gather(planes, indices),
+        "label": tf.fill([num_clips], video["label"]),
+        "video_id": tf.fill([num_clips], video["video_id"]),
+        "clip_index": tf.range(num_clips, dtype=tf.int32),
+    }
+    if training:
+        clips["seed"] = seeds[1:]
+    return clips
+
+
+def _decode(encoded: tf.Tensor, stream: str) -> tf.Tensor:
+    """(T, P) encoded images -> uint8 (T, H, W, C); flow channels are (x, y)."""
+    channels = 3 if stream == "rgb" else 1
+    images = tf.map_fn(
+        lambda data: tf.io.decode_image(data, channels=channels, expand_animations=False),
+        tf.reshape(encoded, [-1]),
+        fn_output_signature=tf.TensorSpec([None, None, channels], tf.uint8),
+    )
+    shape = tf.shape(images)
+    planes = tf.shape(encoded)[1]
+    images = tf.reshape(images, [-1, planes, shape[1], shape[2], channels])
+    images = tf.transpose(images, [0, 2, 3, 1, 4])
+    return tf.reshape(images, [-1, shape[1], shape[2], planes * channels])
+
+
+def _check_arguments(stream, num_frames, size, clips_per_video, frame_stride, shuffle_buffer,
+                     scale_range):
+    if stream not in STREAMS:
+        raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
+    for name, value in (("num_frames", num_frames), ("size", size),
+                        ("clips/frames per video", clips_per_video), ("frame_stride", frame_stride),
+                        ("shuffle_buffer", shuffle_buffer)):
+        if int(value) < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    augment.check_scale_range(scale_range)
+
+
+def _clips(data_dir, split, *, stream, num_frames, size, training, clips_per_video,
+           frame_stride, seed, shuffle_buffer, cache, repeat, scale_range) -> tf.data.Dataset:
+    """Unbatched clip elements {"clip", "label", "video_id", "clip_index"}."""
+    _check_arguments(stream, num_frames, size, clips_per_video, frame_stride, shuffle_buffer,
+                     scale_range)
+    files = list_shards(data_dir, split)
+    channels = 3 if stream == "rgb" else 2
+    ds = _records(files, _sub_seed(seed, 0), shuffle=training)
+    ds = ds.map(_stream_parser(stream), num_parallel_calls=AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=_sub_seed(seed, 1), reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    if training:
+        # One stateless seed per video; the stream goes on across epochs (and
+        # is redrawn for each new iterator), so every epoch gets new clips.
+        seeds = tf.data.Dataset.random(seed=_sub_seed(seed, 2), rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, seeds.batch(2, drop_remainder=True))
+
+    def select(video, element_seed=None):
+        return _select(video, element_seed, stream=stream, num_frames=num_frames,
+                       frame_stride=frame_stride, num_clips=clips_per_video, training=training)
+
+    def preprocess(element):
+        clip = augment.to_signed_unit(_decode(element["encoded"], stream))
+        if training:
+            clip = augment.augment_clip(clip, size, element["seed"], flow=stream == "flow",
+                                        scale_range=scale_range)
+        else:
+            clip = augment.center_crop_resize(clip, size)
+        return {
+            "clip": tf.ensure_shape(clip, [num_frames, size, size, channels]),
+            "label": element["label"],
+            "video_id": element["video_id"],
+            "clip_index": element["clip_index"],
+        }
+
+    ds = ds.map(select, num_parallel_calls=AUTOTUNE).unbatch()
+    return ds.map(preprocess, num_parallel_calls=AUTOTUNE)
+
+
+def _finish(ds: tf.data.Dataset, batch_size: int, drop_remainder: bool,
+            deterministic: bool) -> tf.data.Dataset:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE).with_options(_options(deterministic))
+
+
+def clip_dataset(
+    data_dir: str,
+    split: str,
+    *,
+    stream: str = "rgb",
+    num_frames: int = 16,
+    size: int = 112,
+    training: bool = False,
+    clips_per_video: int = 1,
+    frame_stride: int = 1,
+    batch_size: int = 8,
+    seed: int | None = None,
+    shuffle_buffer: int = 256,
+    cache: bool = False,
+    drop_remainder: bool | None = None,
+    repeat: bool | None = None,
+    scale_range: Sequence[float] = augment.DEFAULT_SCALE_RANGE,
+) -> tf.data.Dataset:
+    """Batches of clips {"clip", "label", "video_id", "clip_index"}.
+
+    "clip": float32 (B, num_frames, size, size, C) in [-1, 1], C = 3 for
+    "rgb", 2 (x, y; value v / 20 px) for "flow"; "label": int32 (B,);
+    "video_id": string (B,); "clip_index": int32 (B,), the clip's number
+    within its video (0 .. clips_per_video - 1).
+
+    A clip is `num_frames` frames `frame_stride` apart. Videos shorter than
+    the clip are LOOPED (frame index modulo the length). Training: per video
+    and pass, `clips_per_video` random clips, videos shuffled (buffer
+    `shuffle_buffer`), augmented (size jitter in `scale_range`, crop, flip).
+    Evaluation: `clips_per_video` evenly spaced clips, resize + centre crop.
+    `drop_remainder` and `repeat` default to `training`: a training dataset
+    is infinite (give model.fit a steps_per_epoch; `num_videos` helps).
+    `cache=True` keeps the parsed, still encoded videos in memory, which pays
+    for small datasets; clips and augmentation still change every pass.
+    """
+    ds = _clips(data_dir, split, stream=stream, num_frames=num_frames, size=size,
+                training=training, clips_per_video=clips_per_video, frame_stride=frame_stride,
+                seed=seed, shuffle_buffer=shuffle_buffer, cache=cache,
+                repeat=training if repeat is None else repeat, scale_range=scale_range)
+    drop = training if drop_remainder is None else drop_remainder
+    return _finish(ds, batch_size, drop, seed is not None or not training)
+
+
+def _frames(data_dir, split, *, stream, size, training, frames_per_video, seed,
+            shuffle_buffer, cache, repeat, scale_range) -> tf.data.Dataset:
+    """Unbatched single-frame elements {"image", "label", "video_id", "clip_index"}."""
+    ds = _clips(data_dir, split, stream=stream, num_frames=1, size=size, training=training,
+                clips_per_video=frames_per_video, frame_stride=1, seed=seed,
+                shuffle_buffer=shuffle_buffer, cache=cache, repeat=repeat,
+                scale_range=scale_range)
+
+    def to_frame(element):
+        frame = dict(element)
+        frame["image"] = frame.pop("clip")[0]
+        return frame
+
+    return ds.map(to_frame, num_parallel_calls=AUTOTUNE)
+
+
+def frame_dataset(
+    data_dir: str,
+    split: str,
+    *,
+    stream: str = "rgb",
+    size: int = 112,
+    training: bool = False,
+    frames_per_video: int = 1,
+    batch_size: int = 8,
+    seed: int | None = None,
+    shuffle_buffer: int = 256,
+    cache: bool = False,
+    drop_remainder: bool | None = None,
+    repeat: bool | None = None,
+    scale_range: Sequence[float] = augment.DEFAULT_SCALE_RANGE,
+) -> tf.data.Dataset:
+    """Batches of single frames {"image", "label", "video_id", "clip_index"}.
+
+    "image": float32 (B, size, size, C) in [-1, 1] (C = 3 rgb, 2 flow): the
+    paper's RGB / OF frame baselines (Table 1) and the real frames p_r of the
+    AVD teacher (Eq. 2). Training: `frames_per_video` random frames per video
+    and pass, augmented as clips are; evaluation: `frames_per_video` evenly
+    spaced frames (one: the middle frame), centre crop; "clip_index" numbers
+    them. Other arguments as in `clip_dataset`.
+    """
+    ds = _frames(data_dir, split, stream=stream, size=size, training=training,
+                 frames_per_video=frames_per_video, seed=seed, shuffle_buffer=shuffle_buffer,
+                 cache=cache, repeat=training if repeat is None else repeat,
+                 scale_range=scale_range)
+    drop = training if drop_remainder is None else drop_remainder
+    return _finish(ds, batch_size, drop, seed is not None or not training)
+
+
+def avd_dataset(
+    data_dir: str,
+    split: str = "train",
+    *,
+    stream: str = "rgb",
+    num_frames: int = 16,
+    size: int = 112,
+    batch_size: int = 8,
+    seed: int | None = None,
+    training: bool = True,
+    frame_stride: int = 1,
+    shuffle_buffer: int = 256,
+    cache: bool = False,
+    scale_range: Sequence[float] = augment.DEFAULT_SCALE_RANGE,
+) -> tf.data.Dataset:
+    """(clips, real_frames) batches for training AVD (Eqs. 1-3).
+
+    clips: float32 (B, num_frames, size, size, C) from `split` as in
+    `clip_dataset`; real_frames: float32 (B, size, size, 3), single RGB frames
+    of the TRAINING videos (the paper's p_r, Eq. 2), drawn independently of
+    the clips (their own shuffle and seed). Both come in the same batch size.
+
+    training=True: random clips and frames, augmented, drop_remainder and
+    repeated forever (use model.fit(steps_per_epoch=...)). training=False:
+    one centre clip per video of `split`, finite, for model.evaluate; its
+    real frames are the middle frames of the training videos, cycled, so the
+    evaluation is deterministic too.
+    """
+    clips = _clips(data_dir, split, stream=stream, num_frames=num_frames, size=size,
+                   training=training, clips_per_video=1, frame_stride=frame_stride,
+                   seed=_sub_seed(seed, 10), shuffle_buffer=shuffle_buffer, cache=cache,
+                   repeat=training, scale_range=scale_range)
+    frames = _frames(data_dir, "train", stream="rgb", size=size, training=training,
+                     frames_per_video=1, seed=_sub_seed(seed, 11),
+                     shuffle_buffer=shuffle_buffer, cache=cache, repeat=True,
+                     scale_range=scale_range)
+    clips = clips.map(lambda clip: clip["clip"])
+    frames = frames.map(lambda frame: frame["image"])
+    pairs = tf.data.Dataset.zip(clips, frames)
+    return _finish(pairs, batch_size, training, seed is not None or not training)
+
+
+def measure_throughput(dataset: tf.data.Dataset, num_batches: int) -> float:
+    """Clips (or frames) per second over `num_batches` batches after one warm-up batch.
+
+    The warm-up batch is not timed: it pays for opening files and starting
+    threads. Counts the leading dimension of the first tensor of each batch
+    (for (clips, frames) pairs: the clips). For `avd-bench`, never for tests.
+    """
+    iterator = iter(dataset)
+    next(iterator)
+    count, start = 0, time.perf_counter()
+    for _ in range(num_batches):
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            break
+        count += int(tf.shape(tf.nest.flatten(batch)[0])[0])
+    elapsed = time.perf_counter() - start
+    if count == 0:
+        raise ValueError("measure_throughput: the dataset has no batch after the warm-up batch")
+    return count / elapsed
