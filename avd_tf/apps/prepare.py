@@ -1,4 +1,4 @@
-"""avd-prepare: decode videos, compute TV-L1 flow, write SequenceExample shards.
+r"""avd-prepare: decode videos, compute TV-L1 flow, write SequenceExample shards.
 
   avd-prepare --dataset ucf101 --video_dir UCF-101 --split_dir ucfTrainTestlist \
       --split 1 --output_dir prepared/ucf101_s1

@@ -1,0 +1,102 @@
+"""The on-disk format of image streams: one `tf.train.Example` per image.
+
+Distilled images (avd-distill), dynamic images, mean frames and single frames
+are all stored alike, as uint8 [H, W, C] arrays (C = 3, or 2 for flow) with
+the label and the clip they came from, so video-level scores can average
+over a video's clips. Shards are `{split}-{i:05d}-of-{n:05d}.tfrecord`.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+IMAGE = "image/raw"
+SHAPE = "image/shape"
+LABEL = "label"
+VIDEO_ID = "video_id"
+CLIP_INDEX = "clip_index"
+
+FEATURES = {
+    IMAGE: tf.io.FixedLenFeature([], tf.string),
+    SHAPE: tf.io.FixedLenFeature([3], tf.int64),
+    LABEL: tf.io.FixedLenFeature([], tf.int64),
+    VIDEO_ID: tf.io.FixedLenFeature([], tf.string),
+    CLIP_INDEX: tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def serialize(image: np.ndarray, label: int, video_id: str | bytes, clip_index: int) -> bytes:
+    """One uint8 [H, W, C] image with its label and origin, serialised."""
+    if image.dtype != np.uint8 or image.ndim != 3:
+        raise ValueError(f"expected a uint8 [H, W, C] image, got {image.dtype} {image.shape}")
+    if isinstance(video_id, str):
+        video_id = video_id.encode("utf-8")
+    feature = {
+        IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
+        SHAPE: tf.train.Feature(int64_list=tf.train.Int64List(value=list(image.shape))),
+        LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+        VIDEO_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[video_id])),
+        CLIP_INDEX: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(clip_index)])),
+    }
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString(deterministic=True)
+
+
+def parse(serialized: tf.Tensor) -> dict:
+    """Parses one record: {"image": uint8 [H, W, C], "label", "video_id", "clip_index"}."""
+    features = tf.io.parse_single_example(serialized, FEATURES)
+    image = tf.reshape(tf.io.decode_raw(features[IMAGE], tf.uint8), features[SHAPE])
+    return {
+        "image": image,
+        "label": tf.cast(features[LABEL], tf.int32),
+        "video_id": features[VIDEO_ID],
+        "clip_index": tf.cast(features[CLIP_INDEX], tf.int32),
+    }
+
+
+class ShardedWriter:
+    """Writes records of one split into shards of at most `per_shard` records.
+
+    Shards are written under a temporary name and renamed when complete, and
+    named `{split}-{i:05d}-of-{n:05d}.tfrecord`; n is known only at the end,
+    so shards are renamed once more when the writer closes.
+    """
+
+    def __init__(self, output_dir: str, split: str, per_shard: int = 1000):
+        self.output_dir, self.split, self.per_shard = output_dir, split, per_shard
+        os.makedirs(output_dir, exist_ok=True)
+        self._done: list[str] = []
+        self._writer = None
+        self._count = 0
+
+    def write(self, record: bytes) -> None:
+        if self._writer is None or self._count == self.per_shard:
+            self._roll()
+        self._writer.write(record)
+        self._count += 1
+
+    def _roll(self) -> None:
+        self._close_current()
+        path = os.path.join(self.output_dir, f".{self.split}-{len(self._done):05d}.tfrecord.tmp")
+        self._writer = tf.io.TFRecordWriter(path)
+        self._current = path
+        self._count = 0
+
+    def _close_current(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._done.append(self._current)
+            self._writer = None
+
+    def close(self) -> list[str]:
+        if self._writer is None and not self._done:
+            self._roll()  # an empty split still gets one (empty) shard
+        self._close_current()
+        final = []
+        for i, path in enumerate(self._done):
+            name = os.path.join(self.output_dir, f"{self.split}-{i:05d}-of-{len(self._done):05d}.tfrecord")
+            os.replace(path, name)
+            final.append(name)
+        return final
