@@ -1,0 +1,1 @@
+"""Throughput measurements printed by avd-bench (never asserted in tests)."""

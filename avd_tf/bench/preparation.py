@@ -1,0 +1,48 @@
+"""Preparation throughput: decoding + JPEG, and TV-L1 flow with 1..N processes."""
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import cv2
+import numpy as np
+
+from avd_tf.records.convert import _jpeg
+from avd_tf.video import decode, flow, synthetic
+
+
+def _clip(size: int, frames: int, seed: int = 0) -> np.ndarray:
+    return synthetic.render_video(synthetic.motion_classes()[0], seed, frames=frames, size=size)
+
+
+def decode_jpeg_frames_per_s(path: str, size: int, repeats: int = 3) -> float:
+    """Frames/s of OpenCV decode + resize + JPEG encode of one video, single thread."""
+    cv2.setNumThreads(1)
+    count, start = 0, time.perf_counter()
+    for _ in range(repeats):
+        capture, header = decode.open_video(path)
+        for rgb in decode.iter_frames(capture, header, size, "short_side"):
+            _jpeg(rgb, 90, path)
+            count += 1
+        capture.release()
+    return count / (time.perf_counter() - start)
+
+
+def _tvl1_worker(args) -> int:
+    size, pairs, seed = args
+    cv2.setNumThreads(1)
+    gray = [flow.to_gray(f) for f in _clip(size, pairs + 1, seed)]
+    estimator = flow.TVL1("cpu")
+    for a, b in zip(gray[:-1], gray[1:]):
+        estimator.calc(a, b)
+    return pairs
+
+
+def tvl1_pairs_per_s(size: int, workers: int, pairs_per_worker: int = 8) -> float:
+    """Frame pairs/s of CPU TV-L1 at size x size, one OpenCV thread per process."""
+    tasks = [(size, pairs_per_worker, seed) for seed in range(workers)]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        pool.map(_tvl1_worker, [(size, 1, 99)] * workers)  # start-up and warm-up
+        start = time.perf_counter()
+        done = sum(pool.map(_tvl1_worker, tasks))
+    return done / (time.perf_counter() - start)
