@@ -1,0 +1,171 @@
+"""Named AVD configurations ("paper", "small") and the functions that build models from them."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+
+from avd_tf.models.avd import AVD
+from avd_tf.models.decoder import Decoder
+from avd_tf.models.encoder import Encoder
+from avd_tf.models.teacher import Teacher
+
+# Input channels per stream (paper Table 1): RGB frames, or TV-L1 flow x and y.
+STREAM_CHANNELS = {"rgb": 3, "flow": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class AVDConfig:
+    """Everything needed to build and compile an AVD model.
+
+    `temporal_strides` are E's, in E's layer order (D uses them reversed);
+    their product must equal `num_frames` so that D rebuilds clips of the
+    length E reads. `encoder_filters` / `decoder_filters` are the widths of
+    all layers but the last (3 image channels for E, the stream's channels
+    for D). `lam` is Eq. 3's lambda; `ed_lr` / `t_lr` and `beta_1` set the
+    Adam optimizers of E+D and T.
+    """
+
+    num_frames: int
+    image_size: int
+    encoder_filters: tuple[int, ...]
+    decoder_filters: tuple[int, ...]
+    temporal_strides: tuple[int, ...]
+    teacher_units: tuple[int, ...]
+    teacher_input_resolution: int
+    lam: float
+    ed_lr: float
+    t_lr: float
+    beta_1: float
+    batch_size: int
+
+    def __post_init__(self):
+        # Frozen dataclass: normalise sequences given as lists (e.g. from flags).
+        for key in ("encoder_filters", "decoder_filters", "temporal_strides", "teacher_units"):
+            object.__setattr__(self, key, tuple(int(v) for v in getattr(self, key)))
+        layers = len(self.temporal_strides)
+        if len(self.encoder_filters) + 1 != layers or len(self.decoder_filters) + 1 != layers:
+            raise ValueError(
+                f"AVDConfig: {layers} temporal strides need {layers - 1} encoder and decoder "
+                f"filters, got {self.encoder_filters} and {self.decoder_filters}"
+            )
+        if math.prod(self.temporal_strides) != self.num_frames:
+            raise ValueError(
+                f"AVDConfig: temporal strides {self.temporal_strides} fold "
+                f"{math.prod(self.temporal_strides)} frames, not num_frames={self.num_frames}"
+            )
+        if self.image_size % self.teacher_input_resolution:
+            raise ValueError(
+                f"AVDConfig: image_size {self.image_size} is not a multiple of "
+                f"teacher_input_resolution {self.teacher_input_resolution}"
+            )
+        if not 0.0 <= self.lam <= 1.0:
+            raise ValueError(f"AVDConfig: lam must be in [0, 1], got {self.lam}")
+        if self.batch_size < 1:
+            raise ValueError(f"AVDConfig: batch_size must be positive, got {self.batch_size}")
+
+
+PRESETS = {
+    # The paper's setting (section 4.2, DESIGN.md section 2): 32-frame 112x112
+    # clips, five stride-2 layers. Widths are ours: E never downsamples in
+    # space, so each layer costs T' x 112 x 112 x 75 x C_in x C_out
+    # multiply-adds; C3D-like widths (64-128-256-256) would take about
+    # 0.6 TFLOP per clip in E alone, 32-64-64-64 about 80 GFLOP with under
+    # 1M weights (D mirrors it).
+    "paper": AVDConfig(
+        num_frames=32,
+        image_size=112,
+        encoder_filters=(32, 64, 64, 64),
+        decoder_filters=(64, 64, 64, 32),
+        temporal_strides=(2, 2, 2, 2, 2),
+        teacher_units=(1024, 512, 256, 128),
+        # 112 = 4 x 28: a 4x4 average pooling keeps T's first layer at 2.4M weights.
+        teacher_input_resolution=28,
+        # The abstract calls the adversarial term "weak supervision"; like
+        # pix2pix (reconstruction weighted 100:1 against the GAN loss),
+        # lam = 0.99 keeps it a regulariser of the per-element MSE.
+        lam=0.99,
+        # Adam 2e-4, beta_1 0.5: DCGAN practice (the paper gives no values).
+        ed_lr=2e-4,
+        t_lr=2e-4,
+        beta_1=0.5,
+        batch_size=16,  # ours: the paper does not say
+    ),
+    # CPU-friendly, used by tests and the demo: 8-frame 32x32 clips folded by
+    # three stride-2 layers first (cheaper than folding late), narrow layers.
+    # A training step at batch 8 took about 0.6 s on 2 shared CPU cores; at
+    # 64x64 with widths 16-32-32-32 it took 10 s (TF's CPU Conv3D gradient
+    # kernels slow down sharply past 32x32).
+    "small": AVDConfig(
+        num_frames=8,
+        image_size=32,
+        encoder_filters=(8, 16, 16, 16),
+        decoder_filters=(16, 16, 16, 8),
+        temporal_strides=(2, 2, 2, 1, 1),
+        teacher_units=(256, 128, 64, 32),
+        teacher_input_resolution=32,
+        lam=0.99,
+        ed_lr=2e-4,
+        t_lr=2e-4,
+        beta_1=0.5,
+        batch_size=8,
+    ),
+}
+
+
+def get_preset(name: str, **overrides) -> AVDConfig:
+    """Returns preset `name` with some fields replaced, e.g. `get_preset("small", lam=1.0)`."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown AVD preset {name!r}; known presets: {sorted(PRESETS)}")
+    return _override(PRESETS[name], overrides)
+
+
+def _override(config: AVDConfig, overrides: dict) -> AVDConfig:
+    fields = {field.name for field in dataclasses.fields(AVDConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown AVD config keys {unknown}; valid keys: {sorted(fields)}")
+    return dataclasses.replace(config, **overrides)
+
+
+def build_avd(preset: str | AVDConfig = "small", stream: str = "rgb", **overrides) -> AVD:
+    """Builds (creates the weights of) an uncompiled AVD model for `stream` ("rgb" or "flow").
+
+    Clips have shape (B, num_frames, image_size, image_size, C), C = 3 for
+    RGB and 2 for flow; see `compile_avd` for the optimizers.
+    """
+    if stream not in STREAM_CHANNELS:
+        raise ValueError(f"unknown stream {stream!r}; expected one of {sorted(STREAM_CHANNELS)}")
+    if isinstance(preset, AVDConfig):
+        config = _override(preset, overrides)
+    else:
+        config = get_preset(preset, **overrides)
+    channels = STREAM_CHANNELS[stream]
+    model = AVD(
+        encoder=Encoder(config.encoder_filters, config.temporal_strides, name="encoder"),
+        decoder=Decoder(
+            config.decoder_filters,
+            config.temporal_strides[::-1],
+            out_channels=channels,
+            name="decoder",
+        ),
+        teacher=Teacher(config.teacher_units, config.teacher_input_resolution, name="teacher"),
+        lam=config.lam,
+        name=f"avd_{stream}",
+    )
+    model.build((None, config.num_frames, config.image_size, config.image_size, channels))
+    return model
+
+
+def compile_avd(
+    model: AVD, config: AVDConfig, jit_compile: bool = False, run_eagerly: bool = False
+) -> AVD:
+    """Compiles `model` with the Adam optimizers of `config`; returns the model."""
+    model.compile(
+        ed_optimizer=keras.optimizers.Adam(config.ed_lr, beta_1=config.beta_1),
+        t_optimizer=keras.optimizers.Adam(config.t_lr, beta_1=config.beta_1),
+        run_eagerly=run_eagerly,
+        jit_compile=jit_compile,
+    )
+    return model
