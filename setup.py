@@ -11,6 +11,7 @@ PROGRAMS = {
     "avd-evaluate": "evaluate",
     "avd-demo": "demo",
     "avd-bench": "bench",
+    "avd-protocol": "protocol",
 }
 
 setup(
