@@ -28,6 +28,7 @@ setup(
         "numpy>=1.26",
         "ml-dtypes>=0.4",
         "absl-py>=2.0",
+        "tensorboard>=2.20",
         "tqdm>=4.60",
         "matplotlib>=3.7",
         # Real ImageNet weights that need no download (read without torch).

@@ -1,0 +1,90 @@
+r"""avd-finetune: fine-tune an ImageNet-style 2D CNN on one image stream (paper 4.2).
+
+  avd-finetune --data_dir prepared/ucf101_s1 --stream dynamic \
+      --backbone resnet50 --weights imagenet --model_dir runs/dynamic_r50
+
+  avd-finetune --data_dir prepared/ucf101_s1 --stream avd_rgb \
+      --avd_model_dir runs/avd_rgb --backbone resnet50 --model_dir runs/avd_rgb_r50
+
+The stream's images are computed from the prepared data on first use and
+cached under <data_dir>/streams/. SGD with momentum, the learning rate
+multiplied by --lr_decay each epoch; the test split validates each epoch.
+Writes model.keras (best val_accuracy), config.json, metrics.json,
+history.csv and TensorBoard logs to --model_dir; a killed run resumes at
+its last finished epoch when started again with the same flags.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags
+
+from avd_tf.classify.backbones import BACKBONES
+from avd_tf.classify.streams import AVD_STREAMS, STREAMS
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", None, "Folder prepared by avd-prepare.")
+flags.DEFINE_enum("stream", None, list(STREAMS), "Image stream to classify.")
+flags.DEFINE_string("avd_model_dir", None, "AVD model folder (avd-train); avd_rgb/avd_flow only.")
+flags.DEFINE_string("model_dir", None, "Where the model, config, metrics and logs go.")
+flags.DEFINE_enum("backbone", "resnet50", list(BACKBONES), "2D CNN to fine-tune (paper Table 2).")
+flags.DEFINE_string("weights", "imagenet", "imagenet, none, or a weights file (see backbones).")
+flags.DEFINE_integer("input_size", None, "Image side fed to the CNN (default: the backbone's).")
+flags.DEFINE_integer("epochs", 3, "Epochs to train.")
+flags.DEFINE_integer("batch_size", 32, "Images per batch.")
+flags.DEFINE_integer("steps_per_epoch", None, "Default: one pass over the train images.")
+flags.DEFINE_float("lr", 3e-3, "Initial learning rate (paper: 3e-3).")
+flags.DEFINE_float("lr_decay", 0.1, "Learning-rate factor per epoch (paper: 0.1).")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum (paper: 0.9).")
+flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay of SGD (0: none).")
+flags.DEFINE_float("dropout", 0.5, "Dropout before the new classification layer.")
+flags.DEFINE_integer("frames_per_video", 8, "frame / flow streams: images per video.")
+flags.DEFINE_integer("window", 10, "mean / dynamic streams: frames per window.")
+flags.DEFINE_integer("stride", 6, "mean / dynamic streams: frames between windows.")
+flags.DEFINE_integer("clips_per_video", 4, "avd_rgb / avd_flow streams: distilled clips per video.")
+flags.DEFINE_string("cache_dir", None, "Stream cache folder (default: <data_dir>/streams/...).")
+flags.DEFINE_integer("seed", None, "Seed for weights, shuffling and augmentation.")
+flags.DEFINE_boolean("mixed_precision", False, "Train in mixed_float16.")
+flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
+flags.DEFINE_boolean("progress", True, "Progress bars (off: one line per epoch).")
+flags.mark_flags_as_required(["data_dir", "stream", "model_dir"])
+
+
+def main(argv):
+    del argv
+    if FLAGS.stream in AVD_STREAMS and not FLAGS.avd_model_dir:
+        sys.exit(f"avd-finetune: --stream {FLAGS.stream} needs --avd_model_dir, the folder of "
+                 "an AVD model trained by avd-train (its encoder makes the distilled images)")
+    from avd_tf.classify.finetune import finetune
+
+    try:
+        metrics = finetune(
+            FLAGS.data_dir, FLAGS.stream, FLAGS.model_dir,
+            backbone=FLAGS.backbone, weights=FLAGS.weights, epochs=FLAGS.epochs,
+            batch_size=FLAGS.batch_size, input_size=FLAGS.input_size, lr=FLAGS.lr,
+            lr_decay=FLAGS.lr_decay, momentum=FLAGS.momentum,
+            weight_decay=FLAGS.weight_decay, dropout=FLAGS.dropout,
+            steps_per_epoch=FLAGS.steps_per_epoch, seed=FLAGS.seed,
+            mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
+            avd_model_dir=FLAGS.avd_model_dir, cache_dir=FLAGS.cache_dir,
+            frames_per_video=FLAGS.frames_per_video, window=FLAGS.window,
+            stride=FLAGS.stride, clips_per_video=FLAGS.clips_per_video,
+            progress=FLAGS.progress)
+    except (OSError, ValueError, RuntimeError) as error:
+        sys.exit(f"avd-finetune: {error}")
+    best, last = metrics["best"], metrics["last"]
+    print(f"best epoch {best['epoch']}: val_accuracy {best.get('val_accuracy', float('nan')):.4f}; "
+          f"last epoch {last['epoch']}: val_accuracy {last.get('val_accuracy', float('nan')):.4f}; "
+          f"wall time {metrics['wall_time_s']:.1f} s")
+    print(json.dumps({"model_dir": FLAGS.model_dir, "best_val_accuracy": best.get("val_accuracy"),
+                      "wall_time_s": metrics["wall_time_s"]}))
+    return 0
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,166 @@
+"""avd_tf.classify.finetune and the avd-finetune program: real training on a tiny prepared set."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from avd_tf.classify import finetune as ft
+from avd_tf.classify import streams
+from avd_tf.datasets import load_dataset
+from avd_tf.records.convert import ConvertOptions
+from avd_tf.records.prepare import prepare
+from avd_tf.video import synthetic
+
+CLASSES = ["TranslateLeft", "TranslateRight"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """2 classes x 3 videos (2 train, 1 test) of 22 frames at 32x32, prepared with TV-L1 flow."""
+    root = tmp_path_factory.mktemp("finetune")
+    videos = root / "videos"
+    for c, name in enumerate(CLASSES):
+        for i in range(3):
+            split = "test" if i == 2 else "train"
+            clip = synthetic.render_video(name, seed=10 * c + i, frames=22, size=32)
+            synthetic.write_video(videos / split / name / f"{name}_{i}.avi", clip)
+    out = str(root / "prepared")
+    prepare(load_dataset("folder", video_dir=videos), str(videos), out,
+            ConvertOptions(size=32, flow="tvl1"), dataset_name="folder", videos_per_shard=2,
+            progress=False, log=lambda _: None)
+    return out
+
+
+def history_rows(model_dir):
+    with open(os.path.join(model_dir, ft.HISTORY), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_two_epochs_write_model_config_metrics(data_dir, tmp_path):
+    model_dir = str(tmp_path / "run")
+    lines = []
+    metrics = ft.finetune(data_dir, "dynamic", model_dir, backbone="alexnet", weights="none",
+                          epochs=2, batch_size=4, input_size=64, steps_per_epoch=3, seed=0,
+                          lr=0.01, progress=False, log=lines.append)
+    with open(os.path.join(model_dir, ft.CONFIG)) as f:
+        config = json.load(f)
+    assert config["stream"] == "dynamic" and config["backbone"] == "alexnet"
+    assert config["input_size"] == 64 and config["input_channels"] == 3
+    assert config["classes"] == CLASSES and config["weights"] == "none"
+    assert config["data_dir"] == os.path.abspath(data_dir) and config["avd_model_dir"] is None
+    assert config["stream_dir"] == streams.default_cache_dir(os.path.abspath(data_dir), "dynamic")
+    assert config["epochs"] == 2 and config["steps_per_epoch"] == 3
+
+    with open(os.path.join(model_dir, ft.METRICS)) as f:
+        assert json.load(f) == metrics
+    history = metrics["history"]
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert history[1]["learning_rate"] == pytest.approx(0.1 * history[0]["learning_rate"])
+    assert history[0]["learning_rate"] == pytest.approx(0.01)
+    assert metrics["best"]["val_accuracy"] == max(row["val_accuracy"] for row in history)
+    assert metrics["last"] == history[-1] and 0.0 <= metrics["last"]["val_accuracy"] <= 1.0
+    assert metrics["train_time_s"] > 0 and metrics["wall_time_s"] >= metrics["train_time_s"]
+    assert not os.path.exists(os.path.join(model_dir, ft.BACKUP))  # removed when finished
+
+    model = keras.models.load_model(os.path.join(model_dir, ft.MODEL))
+    scores = model.predict(np.zeros((3, 64, 64, 3), np.float32), verbose=0)
+    assert scores.shape == (3, 2)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
+
+    # The same run again is not retrained; another run in this folder is refused.
+    mtime = os.stat(os.path.join(model_dir, ft.MODEL)).st_mtime_ns
+    again = ft.finetune(data_dir, "dynamic", model_dir, backbone="alexnet", weights="none",
+                        epochs=2, batch_size=4, input_size=64, steps_per_epoch=3, seed=0,
+                        lr=0.01, progress=False, log=lines.append)
+    assert again == metrics and "already holds this finished run" in lines[-1]
+    assert os.stat(os.path.join(model_dir, ft.MODEL)).st_mtime_ns == mtime
+    with pytest.raises(ValueError, match=r"config\.json: .*other settings \(epochs differ\)"):
+        ft.finetune(data_dir, "dynamic", model_dir, backbone="alexnet", weights="none",
+                    epochs=3, batch_size=4, input_size=64, steps_per_epoch=3, seed=0,
+                    lr=0.01, progress=False)
+
+
+def test_efficientnet_lite0_imagenet_one_epoch(data_dir, tmp_path):
+    model_dir = str(tmp_path / "eff")
+    metrics = ft.finetune(data_dir, "frame", model_dir, backbone="efficientnet_lite0",
+                          weights="imagenet", epochs=1, batch_size=8, input_size=64,
+                          steps_per_epoch=2, progress=False)
+    assert metrics["epochs"] == 1 and 0.0 <= metrics["best"]["val_accuracy"] <= 1.0
+    assert metrics["test_images"] == 2 * 8  # two test videos, 8 frames each
+    with open(os.path.join(model_dir, ft.CONFIG)) as f:
+        config = json.load(f)
+    assert config["weights"] == "imagenet" and config["steps_per_epoch"] == 2
+    assert os.path.isfile(os.path.join(model_dir, ft.MODEL))
+
+
+def program(*args):
+    return [sys.executable, "-m", "avd_tf.apps.finetune", *map(str, args)]
+
+
+def test_killed_run_resumes_at_the_next_epoch(data_dir, tmp_path):
+    model_dir = tmp_path / "killed"
+    args = program("--data_dir", data_dir, "--stream", "flow", "--backbone", "alexnet",
+                   "--weights", "none", "--input_size", 64, "--epochs", 3, "--batch_size", 4,
+                   "--steps_per_epoch", 40, "--model_dir", model_dir, "--noprogress")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("Epoch 2/3"):
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)
+    with open(model_dir / ft.BACKUP / "training_metadata.json") as f:
+        assert json.load(f)["epoch"] == 1
+    assert [row["epoch"] for row in history_rows(model_dir)] == ["0"]
+
+    resumed = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    output = resumed.stdout + resumed.stderr
+    assert "1 of 3 epochs done, continuing at epoch 2" in output
+    assert "Epoch 1/3" not in output and "Epoch 2/3" in output and "Epoch 3/3" in output
+    assert [row["epoch"] for row in history_rows(model_dir)] == ["0", "1", "2"]
+    with open(model_dir / ft.METRICS) as f:
+        metrics = json.load(f)
+    assert metrics["epochs"] == 3
+    rates = [row["learning_rate"] for row in metrics["history"]]
+    assert rates == pytest.approx([3e-3, 3e-4, 3e-5])
+
+
+def test_avd_stream_without_model_dir(data_dir, tmp_path):
+    with pytest.raises(ValueError, match="'avd_rgb' needs avd_model_dir"):
+        ft.finetune(data_dir, "avd_rgb", str(tmp_path / "a"), backbone="alexnet",
+                    weights="none", progress=False)
+    result = subprocess.run(program("--data_dir", data_dir, "--stream", "avd_flow",
+                                    "--model_dir", tmp_path / "b"),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "--stream avd_flow needs --avd_model_dir" in result.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_imagenet_download_failure_is_explained(data_dir, tmp_path, monkeypatch):
+    cached = os.path.join(os.environ.get("KERAS_HOME", os.path.expanduser("~/.keras")), "models")
+    if os.path.isdir(cached) and any("resnet50" in name for name in os.listdir(cached)):
+        pytest.skip("ResNet-50 ImageNet weights are cached here: nothing would be downloaded")
+    # A proxy on a closed local port: the download fails at once and nothing leaves the machine.
+    for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match="no network: use --weights none, a local file, or "
+                                           "--backbone efficientnet_lite0"):
+        ft.finetune(data_dir, "frame", str(tmp_path / "r50"), backbone="resnet50",
+                    weights="imagenet", input_size=32, epochs=1, batch_size=4, progress=False)

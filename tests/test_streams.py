@@ -1,0 +1,262 @@
+"""avd_tf.classify.streams on a tiny dataset prepared in the test (real videos, TV-L1 flow).
+
+Two motion classes, three videos each (two train, one test), 22 frames of
+32x32, written with cv2.VideoWriter and prepared by avd_tf.records.prepare.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from avd_tf.classify import dynamic_images as di
+from avd_tf.classify import streams
+from avd_tf.datasets import load_dataset
+from avd_tf.records import images, schema
+from avd_tf.records.convert import ConvertOptions
+from avd_tf.records.prepare import prepare
+from avd_tf.video import synthetic
+
+CLASSES = ["TranslateLeft", "TranslateRight"]
+FRAMES, SIZE = 22, 32
+LOCAL_STREAMS = [s for s in streams.STREAMS if s not in streams.AVD_STREAMS]
+
+
+def make_prepared(root) -> str:
+    """Writes the videos and prepares them (TV-L1 flow on); returns the prepared folder."""
+    videos = root / "videos"
+    for c, name in enumerate(CLASSES):
+        for i in range(3):
+            split = "test" if i == 2 else "train"
+            clip = synthetic.render_video(name, seed=10 * c + i, frames=FRAMES, size=SIZE)
+            synthetic.write_video(videos / split / name / f"{name}_{i}.avi", clip)
+    out = str(root / "prepared")
+    prepare(load_dataset("folder", video_dir=videos), str(videos), out,
+            ConvertOptions(size=SIZE, flow="tvl1"), dataset_name="folder", videos_per_shard=2,
+            progress=False, log=lambda _: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_prepared(tmp_path_factory.mktemp("streams"))
+
+
+def read_records(stream_dir, split):
+    files = sorted(tf.io.gfile.glob(os.path.join(stream_dir, f"{split}-*-of-*.tfrecord")))
+    return list(tf.data.TFRecordDataset(files).map(images.parse).as_numpy_iterator())
+
+
+def decoded_videos(data_dir, split):
+    """{video_id: (label, rgb uint8 [N,H,W,3], flow uint8 [N-1,H,W,2])} decoded with TF."""
+    files = sorted(tf.io.gfile.glob(os.path.join(data_dir, f"{split}-*-of-*.tfrecord")))
+    videos = {}
+    for record in tf.data.TFRecordDataset(files):
+        video = schema.parse(record)
+        rgb = np.stack([tf.io.decode_jpeg(f, channels=3).numpy() for f in video[schema.IMAGE]])
+        flow = np.stack([np.concatenate([tf.io.decode_jpeg(x, channels=1).numpy(),
+                                         tf.io.decode_jpeg(y, channels=1).numpy()], axis=-1)
+                         for x, y in zip(video[schema.FLOW_X], video[schema.FLOW_Y])])
+        videos[video[schema.VIDEO_ID].numpy()] = (int(video[schema.LABEL_INDEX]), rgb, flow)
+    return videos
+
+
+def expected_count(stream, frames):
+    if stream in ("frame", "flow"):
+        return 8
+    length = frames if stream in ("mean", "dynamic") else frames - 1
+    return len(di.window_starts(length, 10, 6))
+
+
+def test_stream_channels():
+    assert [streams.stream_channels(s) for s in streams.STREAMS] == [3, 2, 3, 3, 2, 3, 3]
+    with pytest.raises(ValueError, match="unknown stream 'rgb'"):
+        streams.stream_channels("rgb")
+
+
+@pytest.mark.parametrize("stream", LOCAL_STREAMS)
+def test_every_stream_builds(data_dir, stream):
+    stream_dir = streams.ensure_stream(data_dir, stream, progress=False)
+    assert stream_dir == os.path.join(os.path.abspath(data_dir), "streams", stream)
+    info = streams.stream_info(stream_dir)
+    channels = streams.stream_channels(stream)
+    assert info["stream"] == stream and info["channels"] == channels
+    assert info["classes"] == CLASSES
+    with open(os.path.join(data_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    for split in ("train", "test"):
+        listed = {v["id"]: v for v in manifest["videos"][split]}
+        records = read_records(stream_dir, split)
+        per_video = {}
+        for record in records:
+            assert record["image"].dtype == np.uint8
+            assert record["image"].shape == (SIZE, SIZE, channels)
+            video = listed[record["video_id"].decode()]
+            assert record["label"] == video["label"]
+            per_video.setdefault(record["video_id"].decode(), []).append(int(record["clip_index"]))
+        assert set(per_video) == set(listed)
+        for video_id, indices in per_video.items():
+            count = expected_count(stream, listed[video_id]["frames"])
+            assert indices == list(range(count)), video_id
+        assert info["splits"][split] == {"videos": len(listed), "images": len(records)}
+
+
+def test_images_match_numpy_reference(data_dir):
+    """Each stream's images recomputed from the decoded frames with NumPy, exactly."""
+    video_id, (_, rgb, flow) = sorted(decoded_videos(data_dir, "train").items())[0]
+    assert len(rgb) == FRAMES and len(flow) == FRAMES - 1
+
+    def image(stream, index):
+        records = read_records(streams.ensure_stream(data_dir, stream, progress=False), "train")
+        return next(r["image"] for r in records
+                    if r["video_id"] == video_id and r["clip_index"] == index)
+
+    picks = [21 * i // 7 for i in range(8)]  # evenly spaced over 22 frames, ends included
+    np.testing.assert_array_equal(image("frame", 3), rgb[picks[3]])
+    np.testing.assert_array_equal(image("flow", 5), flow[20 * 5 // 7])
+    np.testing.assert_array_equal(image("dynamic", 1), di.to_uint8(di.dynamic_image(rgb[6:16])))
+    np.testing.assert_array_equal(image("mean", 2), np.rint(rgb[12:22].mean(axis=0)))
+    signed = flow[6:16].astype(np.float32) / 127.5 - 1.0
+    np.testing.assert_array_equal(image("dynamic_flow", 1), di.to_uint8(di.dynamic_image(signed)))
+
+
+def test_cache_reused_recomputed_and_partial_never_read(data_dir, tmp_path):
+    cache = str(tmp_path / "frames")
+    info_path = os.path.join(cache, streams.STREAM_INFO)
+    assert streams.ensure_stream(data_dir, "frame", cache_dir=cache, progress=False) == cache
+    first = os.stat(info_path).st_mtime_ns
+    assert streams.ensure_stream(data_dir, "frame", cache_dir=cache, progress=False) == cache
+    assert os.stat(info_path).st_mtime_ns == first  # reused, not recomputed
+
+    streams.ensure_stream(data_dir, "frame", cache_dir=cache, frames_per_video=3, progress=False)
+    assert streams.stream_info(cache)["parameters"]["frames_per_video"] == 3
+    assert streams.num_images(cache, "train") == 4 * 3
+    assert os.stat(info_path).st_mtime_ns != first
+
+    # A killed computation: shards but no stream.json, plus a stray shard, and
+    # the temporary folder of a process that no longer exists.
+    os.remove(info_path)
+    os.makedirs(tmp_path / "frames.partial-999999999-0a1b2c3d")
+    stray = os.path.join(cache, "train-00000-of-00009.tfrecord")
+    with open(stray, "wb") as f:
+        f.write(b"not a record")
+    with pytest.raises(FileNotFoundError, match="stream.json"):
+        streams.stream_dataset(cache, "train", size=16, training=False, batch_size=2)
+    streams.ensure_stream(data_dir, "frame", cache_dir=cache, frames_per_video=3, progress=False)
+    assert not os.path.exists(stray)
+    assert len(read_records(cache, "train")) == 4 * 3
+    assert [p for p in os.listdir(tmp_path) if p != "frames"] == []  # no temporary folder left
+
+
+def test_stream_dataset_evaluation(data_dir):
+    stream_dir = streams.ensure_stream(data_dir, "dynamic", progress=False)
+    records = read_records(stream_dir, "test")
+    ds = streams.stream_dataset(stream_dir, "test", size=SIZE, training=False, batch_size=3)
+    batches = list(ds.as_numpy_iterator())
+    assert sum(len(b["label"]) for b in batches) == len(records)  # one pass
+    first = batches[0]
+    assert first["image"].dtype == np.float32 and first["image"].shape == (3, SIZE, SIZE, 3)
+    assert first["label"].dtype == np.int32 and first["clip_index"].dtype == np.int32
+    # Same size: the centre crop is the whole image, so this is q / 127.5 - 1.
+    np.testing.assert_allclose(first["image"][0], records[0]["image"] / 127.5 - 1.0, atol=1e-5)
+    assert first["video_id"][0] == records[0]["video_id"]
+    again = next(iter(ds.as_numpy_iterator()))
+    np.testing.assert_array_equal(again["image"], first["image"])
+    small = next(iter(streams.stream_dataset(stream_dir, "test", size=16, training=False,
+                                             batch_size=2)))
+    assert small["image"].shape == (2, 16, 16, 3)
+
+
+def take(ds, n):
+    return [b for _, b in zip(range(n), ds.as_numpy_iterator())]
+
+
+def test_training_is_seeded_and_augmented(data_dir):
+    stream_dir = streams.ensure_stream(data_dir, "dynamic", progress=False)
+
+    def batches(seed):
+        return take(streams.stream_dataset(stream_dir, "train", size=24, training=True,
+                                           batch_size=4, seed=seed), 3)
+
+    a, b, c = batches(3), batches(3), batches(4)
+    assert a[0]["image"].shape == (4, 24, 24, 3)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x["image"], y["image"])
+        np.testing.assert_array_equal(x["video_id"], y["video_id"])
+    assert any(not np.array_equal(x["image"], z["image"]) for x, z in zip(a, c))
+    # Repeated: more images than the split holds.
+    assert len(take(streams.stream_dataset(stream_dir, "train", size=24, training=True,
+                                           batch_size=4, seed=1), 6)) == 6
+
+
+@pytest.mark.parametrize("stream,negate_x", [("flow", True), ("dynamic", False)])
+def test_flip(data_dir, stream, negate_x):
+    """With no size jitter and the stored size, a training image is the image or its flip."""
+    stream_dir = streams.ensure_stream(data_dir, stream, progress=False)
+    reference = {}
+    for batch in streams.stream_dataset(stream_dir, "train", size=SIZE, training=False,
+                                        batch_size=8).as_numpy_iterator():
+        for image, video_id, index in zip(batch["image"], batch["video_id"], batch["clip_index"]):
+            reference[video_id, index] = image
+    ds = streams.stream_dataset(stream_dir, "train", size=SIZE, training=True, batch_size=8,
+                                seed=0, scale_range=(1.0, 1.0))
+    flipped = kept = 0
+    for batch in take(ds, 4):
+        for image, video_id, index in zip(batch["image"], batch["video_id"], batch["clip_index"]):
+            original = reference[video_id, index]
+            mirror = original[:, ::-1]
+            if negate_x:
+                mirror = mirror * np.array([-1.0, 1.0], np.float32)
+                assert not np.allclose(mirror, original[:, ::-1], atol=1e-3)
+            if np.allclose(image, original, atol=1e-5):
+                kept += 1
+            else:
+                np.testing.assert_allclose(image, mirror, atol=1e-5)
+                flipped += 1
+    assert flipped > 0 and kept > 0
+
+
+def test_avd_streams_need_a_model(data_dir, tmp_path):
+    with pytest.raises(ValueError, match="needs avd_model_dir"):
+        streams.ensure_stream(data_dir, "avd_rgb", progress=False)
+    with pytest.raises(FileNotFoundError, match="no such AVD model folder"):
+        streams.ensure_stream(data_dir, "avd_flow", avd_model_dir=str(tmp_path / "missing"))
+    model_dir = tmp_path / "avd"
+    model_dir.mkdir()
+    (model_dir / "model.keras").write_bytes(b"first")
+    before = streams.default_cache_dir(data_dir, "avd_rgb", str(model_dir))
+    assert os.path.basename(before).startswith("avd_rgb-")
+    (model_dir / "model.keras").write_bytes(b"retrained")
+    assert streams.default_cache_dir(data_dir, "avd_rgb", str(model_dir)) != before
+
+
+@pytest.mark.parametrize("stream", streams.AVD_STREAMS)
+def test_avd_streams(data_dir, tmp_path, stream):
+    try:
+        from avd_tf.models import distill  # noqa: F401
+    except ImportError:
+        pytest.skip("avd_tf.models.distill not available yet")
+    from avd_tf.models import build_avd
+
+    # An untrained AVD model in the layout avd-train writes: distillation only
+    # needs E's weights, whatever they are.
+    model_dir = tmp_path / "avd"
+    model_dir.mkdir()
+    source = "rgb" if stream == "avd_rgb" else "flow"
+    build_avd("small", stream=source, image_size=SIZE).encoder.save(model_dir / "encoder.keras")
+    (model_dir / "config.json").write_text(json.dumps({"stream": source, "preset": "small",
+                                                       "image_size": SIZE}))
+    stream_dir = streams.ensure_stream(data_dir, stream, avd_model_dir=str(model_dir),
+                                       clips_per_video=2, progress=False)
+    assert os.path.basename(stream_dir).startswith(f"{stream}-")
+    info = streams.stream_info(stream_dir)
+    assert info["channels"] == 3 and info["splits"]["train"]["videos"] == 4
+    batch = next(iter(streams.stream_dataset(stream_dir, "train", size=SIZE, training=True,
+                                             batch_size=2, seed=0)))
+    assert batch["image"].shape == (2, SIZE, SIZE, 3)
+    other = "avd_flow" if stream == "avd_rgb" else "avd_rgb"
+    with pytest.raises(ValueError, match=f"distils the '{stream}' stream, not '{other}'"):
+        streams.ensure_stream(data_dir, other, avd_model_dir=str(model_dir), progress=False)
