@@ -221,9 +221,27 @@ def build_backbone(backbone: str, weights="imagenet", input_channels: int = 3,
     return target
 
 
+def partial_batch_norm(model: keras.Model) -> int:
+    """Freezes every BatchNormalization layer but the first (TSN's "partial BN").
+
+    Fine-tuning a pretrained net on a few small batches otherwise leaves BN's
+    moving statistics halfway between ImageNet and the new data (momentum
+    0.99), so inference-mode validation sees activations the weights were
+    never trained on. The first BN stays trainable because its input (e.g.
+    flow or distilled images) is the one whose statistics really change.
+    Returns the number of frozen layers.
+    """
+    # _flatten_layers also reaches BN inside custom blocks (EfficientNet's MBConv).
+    layers = [l for l in model._flatten_layers(include_self=False)
+              if isinstance(l, keras.layers.BatchNormalization)]
+    for layer in layers[1:]:
+        layer.trainable = False
+    return max(0, len(layers) - 1)
+
+
 def build_classifier(backbone: str, num_classes: int, weights="imagenet",
                      input_channels: int = 3, input_size: int | None = None,
-                     dropout: float = 0.5) -> keras.Model:
+                     dropout: float = 0.5, partial_bn: bool = True) -> keras.Model:
     """Fine-tunable classifier on images in [-1, 1], (B, S, S, input_channels).
 
     BackbonePreprocess -> backbone without top -> global average pooling ->
@@ -231,12 +249,15 @@ def build_classifier(backbone: str, num_classes: int, weights="imagenet",
     ImageNet-pretrained 2D CNN fine-tuned per input type; the new head is the
     usual fine-tuning practice, our choice). `input_size` defaults to the
     backbone's ImageNet size (`backbone_input_size`). See `build_backbone`
-    for `weights` and 2-channel flow inputs.
+    for `weights` and 2-channel flow inputs. With pretrained weights and
+    `partial_bn`, all BN layers but the first are frozen (`partial_batch_norm`).
     """
     if num_classes < 1:
         raise ValueError(f"build_classifier: num_classes must be >= 1, got {num_classes}")
     size = input_size or get_spec(backbone).input_size
     features = build_backbone(backbone, weights, input_channels, size)
+    if partial_bn and _resolve_weights(weights) is not None:
+        partial_batch_norm(features)
     inputs = keras.Input((size, size, input_channels), dtype="float32", name="image")
     x = BackbonePreprocess(backbone, input_channels, name="preprocess")(inputs)
     x = features(x)
