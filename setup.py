@@ -41,6 +41,7 @@ setup(
             "nbclient>=0.10",
             "nbformat>=5.9",
             "ipykernel>=6",
+            "apache-beam>=2.60",
         ],
         "beam": ["apache-beam>=2.60"],
     },

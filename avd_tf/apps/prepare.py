@@ -7,11 +7,18 @@ Frames are resized (short side to --size by default, or to a --size square),
 JPEG-encoded and stored with TV-L1 flow in `{split}-i-of-n.tfrecord` shards and
 a manifest.json. Re-running into the same --output_dir resumes: complete
 shards are kept, partial ones redone.
+
+--runner beam runs the same preparation as an Apache Beam pipeline (same
+shards and manifest, byte for byte), on the runner --beam_options names:
+
+  avd-prepare ... --runner beam --beam_options \
+      "--runner=DirectRunner --direct_num_workers=2 --direct_running_mode=multi_processing"
 """
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 
 from absl import app, flags
@@ -33,7 +40,9 @@ flags.DEFINE_float("fps", 0.0, "Resample to this frame rate; 0 keeps every frame
 flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of stored frames and flow.")
 flags.DEFINE_integer("clip_frames", 16, "Clip length used later; shorter videos are noted in the manifest.")
 flags.DEFINE_integer("videos_per_shard", 10, "Videos per shard (the unit of resumption).")
-flags.DEFINE_integer("workers", os.cpu_count() or 1, "Worker processes decoding and computing flow.")
+flags.DEFINE_integer("workers", os.cpu_count() or 1, "Worker processes decoding and computing flow (--runner local).")
+flags.DEFINE_enum("runner", "local", ["local", "beam"], "Prepare in local processes, or as an Apache Beam pipeline.")
+flags.DEFINE_string("beam_options", "", "--runner beam: Beam pipeline options, e.g. \"--runner=DirectRunner --direct_num_workers=2\".")
 flags.DEFINE_integer("max_failures", -1, "Exit non-zero when more videos fail than this (-1: no limit).")
 flags.DEFINE_boolean("dry_run", False, "Only check which listed files exist; decode nothing.")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
@@ -66,6 +75,10 @@ def main(argv):
 
     if not FLAGS.output_dir:
         sys.exit("avd-prepare: --output_dir is required (except with --dry_run)")
+    if FLAGS.runner == "beam" and FLAGS["workers"].present:
+        sys.exit("avd-prepare: --workers is for --runner local; Beam's workers are set in --beam_options")
+    if FLAGS.runner == "local" and FLAGS.beam_options:
+        sys.exit("avd-prepare: --beam_options needs --runner beam")
     options = prepare.ConvertOptions(
         size=FLAGS.size,
         resize=FLAGS.resize,
@@ -75,17 +88,22 @@ def main(argv):
         jpeg_quality=FLAGS.jpeg_quality,
         clip_frames=FLAGS.clip_frames,
     )
+    common = dict(dataset_name=FLAGS.dataset, videos_per_shard=FLAGS.videos_per_shard)
     try:
-        manifest = prepare.prepare(
-            dataset,
-            FLAGS.video_dir,
-            FLAGS.output_dir,
-            options,
-            dataset_name=FLAGS.dataset,
-            videos_per_shard=FLAGS.videos_per_shard,
-            workers=FLAGS.workers,
-            progress=FLAGS.progress,
-        )
+        if FLAGS.runner == "beam":
+            try:
+                from avd_tf.records import beam_pipeline
+            except ImportError as error:
+                sys.exit(f"avd-prepare: --runner beam needs apache-beam ({error})")
+            manifest = beam_pipeline.prepare(
+                dataset, FLAGS.video_dir, FLAGS.output_dir, options,
+                pipeline_args=shlex.split(FLAGS.beam_options), **common,
+            )
+        else:
+            manifest = prepare.prepare(
+                dataset, FLAGS.video_dir, FLAGS.output_dir, options,
+                workers=FLAGS.workers, progress=FLAGS.progress, **common,
+            )
     except prepare.PrepareError as error:
         sys.exit(f"avd-prepare: {error}")
     prepared = sum(s["videos"] for s in manifest["splits"].values())

@@ -114,32 +114,14 @@ def prepare(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Prepares every split of `dataset`; returns (and writes) the manifest."""
-    os.makedirs(os.path.join(output_dir, shards.PROGRESS_DIR), exist_ok=True)
-    settings = {
-        "dataset": dataset_name,
-        "options": dataclasses.asdict(options),
-        "videos_per_shard": videos_per_shard,
-        "classes": dataset.classes,
-        "videos": {split: [e.path for e in entries] for split, entries in dataset.splits.items()},
-    }
-    _check_settings(output_dir, settings)
-    stale = shards.remove_stale(output_dir)
-    if stale:
-        log(f"removed {stale} partial file(s) left by an interrupted run")
-
-    plan = {}  # shard name -> (split, entries)
-    for split, entries in dataset.splits.items():
-        ranges = shards.plan(len(entries), videos_per_shard)
-        for i, r in enumerate(ranges):
-            plan[shards.shard_name(split, i, len(ranges))] = (split, [entries[j] for j in r])
-    todo = [name for name in plan if not shards.is_complete(output_dir, name)]
+    settings, plan, todo = plan_run(
+        dataset, output_dir, options, dataset_name=dataset_name, videos_per_shard=videos_per_shard, log=log
+    )
     total = sum(len(v[1]) for v in plan.values())
     remaining = sum(len(plan[name][1]) for name in todo)
-    if len(todo) < len(plan):
-        log(f"resuming: {len(plan) - len(todo)} of {len(plan)} shards already complete")
 
     tasks = [
-        Task(split, name, entry, resolve_path(video_dir, entry))
+        Task(plan[name][0], name, entry, resolve_path(video_dir, entry))
         for name in todo
         for entry in plan[name][1]
     ]
@@ -158,13 +140,12 @@ def prepare(
             name = task.shard
             if name not in writers:
                 writers[name] = _open(output_dir, name)
-            if result.ok:
-                writers[name].write(schema.serialize(_encoded(result)))
-                summaries[name]["videos"].append(_video_summary(result))
-                frames += len(result.frames)
-            else:
-                summaries[name]["failures"].append(_failure(task.split, result))
+            record = add_result(summaries[name], task.split, result)
+            if record is None:
                 bar.write(f"FAILED {result.path}: {result.failure}")
+            else:
+                writers[name].write(record)
+                frames += len(result.frames)
             left[name] -= 1
             if not left[name]:
                 _publish(output_dir, name, writers.pop(name), summaries[name])
@@ -174,6 +155,64 @@ def prepare(
         bar.close()
         for writer in writers.values():
             writer.close()
+    return write_manifest(output_dir, plan, settings)
+
+
+def plan_run(
+    dataset: DatasetSplits,
+    output_dir: str,
+    options: ConvertOptions,
+    *,
+    dataset_name: str,
+    videos_per_shard: int,
+    log: Callable[[str], None],
+) -> tuple[dict, dict, list[str]]:
+    """Readies `output_dir` for a (resumed) run; shared by every runner.
+
+    Refuses a folder prepared with other settings, deletes partial files a
+    killed run left, and returns the settings, the shard plan (shard name ->
+    (split, entries), in split-file order) and the names of the shards that
+    are not complete yet.
+    """
+    os.makedirs(os.path.join(output_dir, shards.PROGRESS_DIR), exist_ok=True)
+    settings = {
+        "dataset": dataset_name,
+        "options": dataclasses.asdict(options),
+        "videos_per_shard": videos_per_shard,
+        "classes": dataset.classes,
+        "videos": {split: [e.path for e in entries] for split, entries in dataset.splits.items()},
+    }
+    _check_settings(output_dir, settings)
+    stale = shards.remove_stale(output_dir)
+    if stale:
+        log(f"removed {stale} partial file(s) left by an interrupted run")
+
+    plan = {}
+    for split, entries in dataset.splits.items():
+        ranges = shards.plan(len(entries), videos_per_shard)
+        for i, r in enumerate(ranges):
+            plan[shards.shard_name(split, i, len(ranges))] = (split, [entries[j] for j in r])
+    todo = [name for name in plan if not shards.is_complete(output_dir, name)]
+    if len(todo) < len(plan):
+        log(f"resuming: {len(plan) - len(todo)} of {len(plan)} shards already complete")
+    return settings, plan, todo
+
+
+def add_result(summary: dict, split: str, result: VideoResult) -> bytes | None:
+    """Enters `result` in its shard's summary; returns its record, or None if it failed.
+
+    Every runner goes through here so that shards and summaries are the same
+    bytes whichever runner wrote them.
+    """
+    if not result.ok:
+        summary["failures"].append(_failure(split, result))
+        return None
+    summary["videos"].append(_video_summary(result))
+    return schema.serialize(_encoded(result))
+
+
+def write_manifest(output_dir: str, plan: dict, settings: dict) -> dict:
+    """Builds manifest.json from the shard summaries, writes it, and returns it."""
     manifest = build_manifest(output_dir, plan, settings)
     shards.write_json_atomically(os.path.join(output_dir, MANIFEST), manifest)
     return manifest
