@@ -124,3 +124,30 @@ class Converter:
             result.flow_y.append(_jpeg(zero[1], options.jpeg_quality, path))
             result.notes.append("single frame: stored one zero-flow frame")
 
+
+
+@dataclasses.dataclass
+class Task:
+    """One video for a worker: which shard it belongs to and where it is on disk."""
+
+    split: str
+    shard: str
+    entry: VideoEntry
+    path: str | None
+
+
+_converter: Converter | None = None
+
+
+def init_worker(options: ConvertOptions) -> None:
+    """Process-pool initialiser; lives here so that workers never import TensorFlow."""
+    import cv2
+
+    # One OpenCV thread per process: the processes are the parallelism.
+    cv2.setNumThreads(1)
+    global _converter
+    _converter = Converter(options)
+
+
+def convert_task(task: Task) -> tuple[Task, VideoResult]:
+    return task, _converter(task.entry, task.path)

@@ -15,9 +15,9 @@ from typing import Callable, Iterable
 
 import tqdm
 
-from avd_tf.datasets import DatasetSplits, VideoEntry, resolve_path
+from avd_tf.datasets import DatasetSplits, resolve_path
 from avd_tf.records import schema, shards
-from avd_tf.records.convert import ConvertOptions, Converter, VideoResult
+from avd_tf.records.convert import ConvertOptions, Task, VideoResult, convert_task, init_worker
 
 MANIFEST = "manifest.json"
 SETTINGS = "settings.json"
@@ -25,30 +25,6 @@ SETTINGS = "settings.json"
 
 class PrepareError(Exception):
     """Raised when an output folder cannot be (re)used as asked."""
-
-
-@dataclasses.dataclass
-class Task:
-    split: str
-    shard: str
-    entry: VideoEntry
-    path: str | None
-
-
-_converter: Converter | None = None
-
-
-def _init_worker(options: ConvertOptions) -> None:
-    import cv2
-
-    # One OpenCV thread per process: the processes are the parallelism.
-    cv2.setNumThreads(1)
-    global _converter
-    _converter = Converter(options)
-
-
-def _convert(task: Task) -> tuple[Task, VideoResult]:
-    return task, _converter(task.entry, task.path)
 
 
 def _video_summary(result: VideoResult) -> dict:
@@ -85,13 +61,13 @@ def _check_settings(output_dir: str, settings: dict) -> None:
 
 def _results(tasks: list[Task], options: ConvertOptions, workers: int) -> Iterable[tuple[Task, VideoResult]]:
     if workers <= 1 or len(tasks) <= 1:
-        _init_worker(options)
-        return map(_convert, tasks)
+        init_worker(options)
+        return map(convert_task, tasks)
     # spawn, not fork: this process has TensorFlow's threads running.
     pool = multiprocessing.get_context("spawn").Pool(
-        workers, initializer=_init_worker, initargs=(options,)
+        workers, initializer=init_worker, initargs=(options,)
     )
-    return _closing(pool, pool.imap(_convert, tasks, chunksize=1))
+    return _closing(pool, pool.imap(convert_task, tasks, chunksize=1))
 
 
 def _closing(pool, iterator):
