@@ -24,6 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from avd_tf.classify import alexnet as alexnet_lib
+# Imported eagerly: loading a saved classifier needs its MBConvBlock registered.
+from avd_tf.classify import efficientnet_lite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,17 +44,6 @@ class BackboneSpec:
     preprocess: Callable
 
 
-def _efficientnet_lite0(**kwargs) -> keras.Model:
-    # Imported on use: the module pulls in its weight reader, which the
-    # other backbones do not need.
-    from avd_tf.classify.efficientnet_lite import efficientnet_lite0
-    return efficientnet_lite0(**kwargs)
-
-
-def _efficientnet_lite0_preprocess(images):
-    from avd_tf.classify.efficientnet_lite import preprocess_input
-    return preprocess_input(images)
-
 
 def _torch_preprocess(images):
     return keras.applications.imagenet_utils.preprocess_input(images, mode="torch")
@@ -69,8 +60,8 @@ BACKBONES: dict[str, BackboneSpec] = {
                      keras.applications.resnet.preprocess_input),
         BackboneSpec("resnet101", 224, 32, keras.applications.ResNet101,
                      keras.applications.resnet.preprocess_input),
-        BackboneSpec("efficientnet_lite0", 224, 32, _efficientnet_lite0,
-                     _efficientnet_lite0_preprocess),
+        BackboneSpec("efficientnet_lite0", 224, 32, efficientnet_lite.efficientnet_lite0,
+                     efficientnet_lite.preprocess_input),
     )
 }
 
