@@ -1,0 +1,69 @@
+r"""avd-distill: turn every video of a prepared dataset into AVD distilled images.
+
+  avd-distill --model_dir runs/avd_rgb --data_dir prepared/ucf101_s1 \
+      --output_dir distilled/avd_rgb --clips_per_video 4 --png
+
+Runs E of an AVD model trained by avd-train over `--clips_per_video` evenly
+spaced clips of every train and test video (the model's stream, clip length
+and image size) and writes the uint8 images as image-record shards
+(`avd_tf.records.images`) plus stream.json (written last). With --png, also
+`output_dir/png/<split>/<video_id>_<clip>.png` and `output_dir/contact_sheet.png`:
+for a few test videos, frames of a clip (flow colour coded) next to E's image.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "AVD model folder written by avd-train.")
+flags.DEFINE_string("data_dir", None, "Folder prepared by avd-prepare.")
+flags.DEFINE_string("output_dir", None, "Where the image shards (and PNGs) go.")
+flags.DEFINE_integer("clips_per_video", 4, "Evenly spaced clips distilled per video.")
+flags.DEFINE_integer("batch_size", 16, "Clips per batch through E.")
+flags.DEFINE_boolean("png", False, "Also write PNG files and a contact sheet.")
+flags.DEFINE_integer("sheet_videos", 8, "Test videos (rows) on the contact sheet.")
+flags.DEFINE_integer("sheet_frames", 8, "Clip frames shown per row of the contact sheet.")
+flags.DEFINE_boolean("progress", True, "Progress bars.")
+flags.mark_flags_as_required(["model_dir", "data_dir", "output_dir"])
+
+CONTACT_SHEET = "contact_sheet.png"
+
+
+def main(argv):
+    del argv
+    from avd_tf import visualize
+    from avd_tf.models import distill
+
+    try:
+        info = distill.distill_dataset(
+            FLAGS.model_dir, FLAGS.data_dir, FLAGS.output_dir,
+            clips_per_video=FLAGS.clips_per_video, batch_size=FLAGS.batch_size,
+            progress=FLAGS.progress)
+        report = {"output_dir": FLAGS.output_dir, "stream": info["stream"],
+                  "splits": {k: {"videos": v["videos"], "images": v["images"]}
+                             for k, v in info["splits"].items()},
+                  "clips_per_second": info["clips_per_second"]}
+        if FLAGS.png:
+            report["pngs"] = distill.write_pngs(FLAGS.output_dir,
+                                                os.path.join(FLAGS.output_dir, "png"))
+            rows = distill.contact_sheet_rows(FLAGS.model_dir, FLAGS.data_dir,
+                                              num_videos=FLAGS.sheet_videos,
+                                              frames_shown=FLAGS.sheet_frames)
+            report["contact_sheet"] = visualize.save_png(
+                os.path.join(FLAGS.output_dir, CONTACT_SHEET), visualize.contact_sheet(rows))
+    except (OSError, ValueError, RuntimeError) as error:
+        sys.exit(f"avd-distill: {error}")
+    print(json.dumps(report))
+    return 0
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

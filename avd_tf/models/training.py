@@ -1,0 +1,568 @@
+"""Training AVD (paper section 3.4, Eq. 1-3) on prepared data: `train_avd`, used by avd-train.
+
+One call builds the tf.data inputs (`avd_tf.inputs.avd_dataset`: training
+clips with real RGB frames for T, and one centre clip per test video for
+validation), the distribution strategy, the model (`build_avd` /
+`compile_avd` from a preset with overrides) and the callbacks, runs
+`model.fit` and writes, in `model_dir`:
+
+* `checkpoints/epoch-{epoch:03d}.weights.h5`: the weights (E, D, T and both
+  optimizers) after every epoch;
+* `backup/`: `keras.callbacks.BackupAndRestore` state after the last
+  finished epoch, so a killed run started again with the same arguments
+  resumes there (removed when training ends);
+* `history.csv`: one row per epoch (training metrics, `val_rec_loss`,
+  `val_psnr`, `clips_per_second`, `train_seconds`, `epoch_seconds`);
+* `logs/train`, `logs/validation`: TensorBoard event files with each
+  epoch's scalars, and in `logs/train` the image summary "distilled": for a
+  fixed batch of test clips, each clip's middle frame (flow colour coded)
+  next to E's image (`DistilledImageSummary`);
+* at the end `avd.keras` (the whole model), `encoder.keras` (E alone, what
+  `avd_tf.models.distill` loads), and `metrics.json` (last epoch's figures,
+  history, throughput), written last: its presence marks a finished run.
+  `config.json` (preset, the full AVDConfig, stream, data_dir, classes and
+  the training arguments) is written once the model is built.
+
+A model_dir whose config.json differs from the requested run is refused; a
+finished run with the same config is returned without training again.
+
+Non-finite losses stop training at once with `TrainingDivergedError`,
+naming the epoch and step (`StopOnNonFiniteLoss`); the backup of the last
+good epoch stays in place.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import statistics
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from avd_tf import visualize
+from avd_tf.inputs import avd_dataset, class_names, clip_dataset, list_shards, num_videos
+from avd_tf.models.presets import PRESETS, STREAM_CHANNELS, AVDConfig, build_avd, compile_avd
+from avd_tf.records.shards import write_json_atomically
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+MODEL = "avd.keras"
+ENCODER = "encoder.keras"
+BACKUP = "backup"
+LOGS = "logs"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_PATTERN = "epoch-{epoch:03d}.weights.h5"
+STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
+# The last epoch's figures metrics.json reports at its top level.
+FINAL_KEYS = (
+    "rec_loss",
+    "gen_loss",
+    "ed_loss",
+    "teacher_loss",
+    "teacher_acc_real",
+    "teacher_acc_fake",
+    "val_rec_loss",
+    "val_psnr",
+)
+LOSS_KEYS = ("rec_loss", "gen_loss", "ed_loss", "teacher_loss")
+# Below this many bytes of shards the parsed (still encoded) videos stay in
+# memory: the demo and HMDB51-sized data fit, Kinetics would not.
+CACHE_LIMIT_BYTES = 1 << 30
+SUMMARY_GAP = 2
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss became NaN or infinite during training."""
+
+
+def strides_for(num_frames: int, layers: int) -> tuple[int, ...]:
+    """E's temporal strides folding `num_frames` frames with `layers` layers.
+
+    Our rule: the first log2(num_frames) layers have stride 2, the rest 1
+    (folding early is cheaper, as in the "small" preset).
+    """
+    folds = int(num_frames).bit_length() - 1
+    if num_frames < 1 or 2**folds != num_frames or folds > layers:
+        raise ValueError(
+            f"num_frames must be a power of two up to 2**{layers} = {2**layers} for E's "
+            f"{layers} layers of temporal stride 1 or 2, got {num_frames}"
+        )
+    return (2,) * folds + (1,) * (layers - folds)
+
+
+def teacher_resolution_for(image_size: int, preferred: int) -> int:
+    """The largest divisor of `image_size` up to `preferred`: T's input after average pooling."""
+    return max(d for d in range(1, min(image_size, preferred) + 1) if image_size % d == 0)
+
+
+def resolve_config(preset: str | AVDConfig = "small", **overrides) -> AVDConfig:
+    """A preset with overrides (None values ignored).
+
+    Overriding `num_frames` without `temporal_strides` derives the strides
+    (`strides_for`); overriding `image_size` without
+    `teacher_input_resolution` keeps the preset's resolution when it divides
+    the size, else the largest divisor below it (`teacher_resolution_for`).
+    """
+    if isinstance(preset, AVDConfig):
+        base = preset
+    elif preset in PRESETS:
+        base = PRESETS[preset]
+    else:
+        raise ValueError(f"unknown AVD preset {preset!r}; known presets: {sorted(PRESETS)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    fields = {field.name for field in dataclasses.fields(AVDConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown AVD config keys {unknown}; valid keys: {sorted(fields)}")
+    if "num_frames" in overrides and "temporal_strides" not in overrides:
+        overrides["temporal_strides"] = strides_for(
+            int(overrides["num_frames"]), len(base.temporal_strides)
+        )
+    if "image_size" in overrides and "teacher_input_resolution" not in overrides:
+        overrides["teacher_input_resolution"] = teacher_resolution_for(
+            int(overrides["image_size"]), base.teacher_input_resolution
+        )
+    return dataclasses.replace(base, **overrides)
+
+
+def make_strategy(name: str = "default") -> tf.distribute.Strategy:
+    """The tf.distribute strategy called `name` (one of STRATEGIES).
+
+    "mirrored" replicates over every GPU, or, without a GPU, over every
+    logical CPU device (one unless the program split the CPU with
+    `tf.config.set_logical_device_configuration`). "multi_worker_mirrored"
+    reads the cluster from TF_CONFIG (one worker without it). "tpu" connects
+    to the TPU named by TPU_NAME, else the local one (a TPU VM).
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
+    if name == "multi_worker_mirrored":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        tpu = os.environ.get("TPU_NAME", "local")
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, RuntimeError, tf.errors.OpError) as error:
+            # TF's first line says what failed; the rest lists registered kernels.
+            reason = (str(error).strip().splitlines() or [""])[0]
+            raise RuntimeError(
+                f"distribution strategy 'tpu': no TPU found (TPU_NAME={tpu!r}: "
+                f"{type(error).__name__}: {reason}); run on a TPU VM or set TPU_NAME, or use "
+                "another strategy"
+            ) from error
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(f"unknown distribution strategy {name!r}; expected one of {STRATEGIES}")
+
+
+class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
+    """Keras' TerminateOnNaN for AVD, whose logs have several losses and no "loss".
+
+    Checks rec_loss, gen_loss, ed_loss and teacher_loss after every step and
+    raises `TrainingDivergedError` naming the epoch, the step and `hint`.
+    Raising (Keras' `raise_error=True`) skips the end-of-epoch callbacks, so
+    neither a checkpoint nor the backup takes the broken weights.
+    """
+
+    def __init__(self, hint: str):
+        super().__init__(raise_error=True)
+        self.hint = hint
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_batch_end(self, batch, logs=None):
+        bad = {
+            key: float(value)
+            for key, value in (logs or {}).items()
+            if key in LOSS_KEYS and not math.isfinite(float(value))
+        }
+        if bad:
+            values = ", ".join(f"{key}={value}" for key, value in sorted(bad.items()))
+            raise TrainingDivergedError(
+                f"training diverged at epoch {self._epoch + 1}, step {batch + 1}: {values}. "
+                f"{self.hint}"
+            )
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds train_seconds, clips_per_second (training only) and epoch_seconds to the epoch logs."""
+
+    def __init__(self, clips_per_epoch: int):
+        super().__init__()
+        self.clips_per_epoch = clips_per_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._train_seconds = None
+
+    def on_test_begin(self, logs=None):
+        if self._train_seconds is None:
+            self._train_seconds = time.perf_counter() - self._start
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        train = self._train_seconds if self._train_seconds is not None else now - self._start
+        if logs is not None:
+            logs["train_seconds"] = train
+            logs["clips_per_second"] = self.clips_per_epoch / train
+            logs["epoch_seconds"] = now - self._start
+
+
+def _summary_metadata(plugin: str) -> summary_pb2.SummaryMetadata:
+    return summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin)
+    )
+
+
+def write_scalar(tag: str, value: float, step: int) -> None:
+    """A TensorBoard scalar, written with tf.summary.write in the scalars plugin's format.
+
+    `tf.summary.scalar` needs the tensorboard package, which is not a
+    dependency of avd-tf; the plugin format is just a float32 tensor.
+    """
+    tf.summary.write(tag, tf.constant(value, tf.float32), step=step,
+                     metadata=_summary_metadata("scalars"))
+
+
+def write_images(tag: str, images: np.ndarray, step: int) -> None:
+    """TensorBoard images (uint8 (N, H, W, 3)) in the images plugin's format.
+
+    As `tf.summary.image` writes them (without needing tensorboard): a
+    string tensor [width, height, png_1, ..., png_N].
+    """
+    height, width = images.shape[1:3]
+    pngs = [tf.io.encode_png(image) for image in tf.constant(images)]
+    tensor = tf.stack([tf.constant(str(width)), tf.constant(str(height)), *pngs])
+    tf.summary.write(tag, tensor, step=step, metadata=_summary_metadata("images"))
+
+
+def middle_frame_pictures(clips: np.ndarray, stream: str) -> np.ndarray:
+    """uint8 RGB pictures of the middle frames of float clips (B, T, S, S, C) in [-1, 1]."""
+    middle = clips[:, clips.shape[1] // 2]
+    if stream == "rgb":
+        return visualize.signed_to_uint8(middle)
+    return visualize.flow_to_rgb(middle, max_magnitude=float(np.abs(middle).max()) or 1.0)
+
+
+class DistilledImageSummary(keras.callbacks.Callback):
+    """TensorBoard logs after each epoch: the epoch's scalars and E's images of fixed test clips.
+
+    Scalars go to `log_dir/train` and `log_dir/validation` (the "val_"
+    ones, prefix dropped) as "epoch_<name>", as Keras' TensorBoard callback
+    lays them out. The image summary "distilled" (in `log_dir/train`) shows,
+    per clip, its middle frame (flow colour coded) and E's image side by side.
+    """
+
+    def __init__(self, log_dir: str, clips: np.ndarray, stream: str):
+        super().__init__()
+        self.log_dir = log_dir
+        self.clips = clips
+        self.frames = middle_frame_pictures(clips, stream)
+        self._writers = {}
+
+    def _writer(self, name: str):
+        if name not in self._writers:
+            self._writers[name] = tf.summary.create_file_writer(os.path.join(self.log_dir, name))
+        return self._writers[name]
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = epoch + 1
+        for key, value in (logs or {}).items():
+            name = "validation" if key.startswith("val_") else "train"
+            with self._writer(name).as_default():
+                write_scalar(f"epoch_{key.removeprefix('val_')}", float(value), step)
+        # A direct call, not predict_on_batch: under a strategy that would split
+        # (and pad) the small batch over the replicas.
+        distilled = visualize.signed_to_uint8(np.asarray(self.model(self.clips, training=False)))
+        gap = np.full(self.frames.shape[:2] + (SUMMARY_GAP, 3), 255, np.uint8)
+        pairs = np.concatenate([self.frames, gap, distilled], axis=2)
+        with self._writer("train").as_default():
+            write_images("distilled", pairs, step)
+        for writer in self._writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+
+def read_history(model_dir: str) -> list[dict]:
+    """Rows of history.csv as dicts with a 1-based "epoch" (a re-run epoch's last row wins)."""
+    path = os.path.join(model_dir, HISTORY)
+    if not os.path.isfile(path):
+        return []
+    rows = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                values = {k: float(v) for k, v in row.items() if v not in ("", None)}
+                rows[int(values.pop("epoch"))] = values
+            except (KeyError, ValueError) as error:
+                raise ValueError(f"{path}: unreadable row {row} ({error})") from error
+    return [{"epoch": epoch + 1, **rows[epoch]} for epoch in sorted(rows)]
+
+
+def backup_epoch(model_dir: str) -> int | None:
+    """Epochs finished according to BackupAndRestore's metadata, or None without a backup."""
+    path = os.path.join(model_dir, BACKUP, "training_metadata.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        try:
+            return int(json.load(f)["epoch"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"{path}: unreadable backup metadata ({error}); delete "
+                f"{os.path.join(model_dir, BACKUP)} to restart training"
+            ) from error
+
+
+def _check_config(model_dir: str, config: dict) -> dict | None:
+    """The previous config.json of model_dir (None if none); refuses another run's folder."""
+    path = os.path.join(model_dir, CONFIG)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        try:
+            previous = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+    changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+    if changed:
+        raise ValueError(
+            f"{path}: {model_dir} holds a run with other settings ({', '.join(changed)} "
+            "differ); use another model_dir, or delete this one to start over"
+        )
+    return previous
+
+
+def _shard_bytes(data_dir: str) -> int:
+    return sum(os.path.getsize(path) for split in ("train", "test")
+               for path in list_shards(data_dir, split))
+
+
+def _summary_clips(data_dir, stream, config, count) -> np.ndarray:
+    """The first `count` centre clips of the test split (fixed, for the image summaries)."""
+    dataset = clip_dataset(data_dir, "test", stream=stream, num_frames=config.num_frames,
+                           size=config.image_size, training=False, clips_per_video=1,
+                           batch_size=count)
+    return next(iter(dataset))["clip"].numpy()
+
+
+def _save_keras(model: keras.Model, path: str) -> None:
+    """Saves next to `path` first and renames, so the file is never half written."""
+    tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _metrics(history: list[dict], **extra) -> dict:
+    last = history[-1]
+    speeds = [row["clips_per_second"] for row in history if "clips_per_second" in row]
+    return {
+        **{key: last[key] for key in FINAL_KEYS if key in last},
+        "epoch": int(last["epoch"]),
+        "epochs": len(history),
+        # The median skips the first epoch of a run, which also traces the step.
+        "clips_per_second": statistics.median(speeds) if speeds else None,
+        "train_seconds": round(sum(row.get("train_seconds", 0.0) for row in history), 3),
+        "history": history,
+        **extra,
+    }
+
+
+def train_avd(
+    data_dir: str,
+    model_dir: str,
+    *,
+    stream: str = "rgb",
+    preset: str | AVDConfig = "small",
+    epochs: int = 5,
+    steps_per_epoch: int | None = None,
+    validation_steps: int | None = None,
+    distribution_strategy: str = "default",
+    mixed_precision: str = "none",
+    jit_compile: bool = False,
+    seed: int | None = None,
+    summary_clips: int = 8,
+    progress: bool = True,
+    log=print,
+    **overrides,
+) -> dict:
+    """Trains AVD on prepared `data_dir` and returns the metrics (see the module docstring).
+
+    `preset`: "paper", "small" or an AVDConfig; `overrides`: AVDConfig
+    fields (num_frames, image_size, encoder_filters, decoder_filters, lam,
+    ed_lr, t_lr, batch_size, ...; None means the preset's value), see
+    `resolve_config`. `steps_per_epoch` defaults to the number of training
+    videos // batch_size (at least 1); validation runs over the whole test
+    split unless `validation_steps` is given. `distribution_strategy`: one
+    of STRATEGIES (`make_strategy`); `mixed_precision`: "none",
+    "mixed_float16" or "mixed_bfloat16"; `jit_compile`: XLA for the train
+    step. `summary_clips` test clips feed the TensorBoard image summary.
+
+    Returns (and writes to metrics.json) the last epoch's rec_loss,
+    gen_loss, ed_loss, teacher_loss, teacher_acc_real, teacher_acc_fake,
+    val_rec_loss, val_psnr, the per-epoch "history", "clips_per_second" of
+    training (median over epochs) and timings. Raises TrainingDivergedError
+    when a loss becomes NaN or infinite.
+    """
+    started = time.time()
+    if stream not in STREAM_CHANNELS:
+        raise ValueError(f"unknown stream {stream!r}; expected one of {sorted(STREAM_CHANNELS)}")
+    if mixed_precision not in PRECISIONS:
+        raise ValueError(f"unknown mixed precision {mixed_precision!r}; "
+                         f"expected one of {PRECISIONS}")
+    if distribution_strategy not in STRATEGIES:
+        raise ValueError(f"unknown distribution strategy {distribution_strategy!r}; "
+                         f"expected one of {STRATEGIES}")
+    for name, value in (("epochs", epochs), ("summary_clips", summary_clips),
+                        ("steps_per_epoch", steps_per_epoch or 1),
+                        ("validation_steps", validation_steps or 1)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    config = resolve_config(preset, **overrides)
+    classes = class_names(data_dir)
+    train_videos, test_videos = num_videos(data_dir, "train"), num_videos(data_dir, "test")
+    if not train_videos or not test_videos:
+        raise ValueError(f"{data_dir}: AVD needs train and test videos (validation), found "
+                         f"{train_videos} and {test_videos}")
+    steps = int(steps_per_epoch or max(1, train_videos // config.batch_size))
+    strategy = make_strategy(distribution_strategy)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"batch_size {config.batch_size} does not split evenly over the "
+                         f"{replicas} replicas of the {distribution_strategy} strategy")
+    run_config = json.loads(json.dumps({
+        "preset": preset if isinstance(preset, str) else "custom",
+        "config": dataclasses.asdict(config),
+        "stream": stream,
+        "data_dir": os.path.abspath(data_dir),
+        "classes": classes,
+        "train_videos": train_videos,
+        "test_videos": test_videos,
+        "epochs": int(epochs),
+        "steps_per_epoch": steps,
+        "validation_steps": validation_steps,
+        "distribution_strategy": distribution_strategy,
+        "mixed_precision": mixed_precision,
+        "jit_compile": bool(jit_compile),
+        "seed": seed,
+    }))
+    os.makedirs(model_dir, exist_ok=True)
+    previous = _check_config(model_dir, run_config)
+    done = backup_epoch(model_dir)
+    metrics_path = os.path.join(model_dir, METRICS)
+    if previous is not None and done is None and os.path.isfile(metrics_path):
+        log(f"train: {model_dir} already holds this finished run ({metrics_path}); "
+            "delete it or use another model_dir to train again")
+        with open(metrics_path) as f:
+            return json.load(f)
+    if done is None:
+        # A fresh start: rows of a run killed before its first backup are stale.
+        for stale in (HISTORY, METRICS):
+            if os.path.exists(os.path.join(model_dir, stale)):
+                os.remove(os.path.join(model_dir, stale))
+    else:
+        log(f"train: resuming from {os.path.join(model_dir, BACKUP)}: {done} of {epochs} "
+            f"epochs done, continuing at epoch {done + 1}")
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    cache = _shard_bytes(data_dir) <= CACHE_LIMIT_BYTES
+    inputs = dict(stream=stream, num_frames=config.num_frames, size=config.image_size,
+                  batch_size=config.batch_size, seed=seed, cache=cache)
+    train = avd_dataset(data_dir, "train", training=True, **inputs)
+    # Validation reads its clips once per epoch and never uses its real
+    # frames, so caching would only keep a partial cache of those frames.
+    # A known length lets Keras end the pass without a "ran out of data" warning.
+    test = avd_dataset(data_dir, "test", training=False, **{**inputs, "cache": False})
+    test = test.apply(tf.data.experimental.assert_cardinality(
+        math.ceil(test_videos / config.batch_size)))
+    summary = _summary_clips(data_dir, stream, config, min(summary_clips, test_videos))
+
+    policy = keras.config.dtype_policy()
+    if mixed_precision != "none":
+        keras.config.set_dtype_policy(mixed_precision)
+    try:
+        with strategy.scope():
+            model = compile_avd(build_avd(config, stream), config, jit_compile=jit_compile)
+    finally:
+        keras.config.set_dtype_policy(policy)
+    write_json_atomically(os.path.join(model_dir, CONFIG), run_config)
+
+    hint = (f"Try a lower learning rate (ed_lr={config.ed_lr:g}, t_lr={config.t_lr:g}; flags "
+            f"--ed_lr, --t_lr) or another lam (lam={config.lam:g}, --lam) in a new model_dir.")
+    callbacks = [
+        EpochTimer(steps * config.batch_size),
+        StopOnNonFiniteLoss(hint),
+        DistilledImageSummary(os.path.join(model_dir, LOGS), summary, stream),
+        keras.callbacks.CSVLogger(os.path.join(model_dir, HISTORY), append=True),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(model_dir, CHECKPOINTS, CHECKPOINT_PATTERN), save_weights_only=True
+        ),
+        # Last, so an epoch counts as done only once it is logged and checkpointed.
+        keras.callbacks.BackupAndRestore(os.path.join(model_dir, BACKUP), double_checkpoint=True),
+    ]
+    log(f"train: AVD({stream}) preset {run_config['preset']}, {train_videos} train / "
+        f"{test_videos} test videos, {epochs} epochs of {steps} steps at batch "
+        f"{config.batch_size} on {replicas} replica(s)")
+    model.fit(train, validation_data=test, epochs=epochs, steps_per_epoch=steps,
+              validation_steps=validation_steps, callbacks=callbacks, shuffle=False,
+              verbose=1 if progress else 2)
+
+    history = read_history(model_dir)
+    if not history:
+        raise RuntimeError(f"{os.path.join(model_dir, HISTORY)}: no epoch was logged")
+    _save_keras(model, os.path.join(model_dir, MODEL))
+    _save_keras(model.encoder, os.path.join(model_dir, ENCODER))
+    metrics = _metrics(
+        history,
+        stream=stream,
+        preset=run_config["preset"],
+        replicas=replicas,
+        wall_time_s=round(time.time() - started, 3),
+    )
+    write_json_atomically(metrics_path, metrics)
+    return metrics
+
+
+__all__ = [
+    "CHECKPOINTS",
+    "CONFIG",
+    "DistilledImageSummary",
+    "ENCODER",
+    "EpochTimer",
+    "FINAL_KEYS",
+    "HISTORY",
+    "METRICS",
+    "MODEL",
+    "PRECISIONS",
+    "STRATEGIES",
+    "StopOnNonFiniteLoss",
+    "TrainingDivergedError",
+    "backup_epoch",
+    "make_strategy",
+    "read_history",
+    "resolve_config",
+    "strides_for",
+    "teacher_resolution_for",
+    "train_avd",
+    "write_images",
+    "write_scalar",
+]

@@ -1,0 +1,289 @@
+"""avd-train (avd_tf.models.training) on a tiny dataset prepared in the test.
+
+Two motion classes of the demo generator, three 12-frame 32x32 videos each
+(two train, one test), prepared by avd_tf.records.prepare with TV-L1 flow.
+The programs run as subprocesses; E and D are 4 filters wide so that the
+runs stay short.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from avd_tf import visualize
+from avd_tf.datasets import load_dataset
+from avd_tf.inputs import clip_dataset
+from avd_tf.models import training
+from avd_tf.models.distill import load_encoder
+from avd_tf.records.convert import ConvertOptions
+from avd_tf.records.prepare import prepare
+from avd_tf.video import synthetic
+
+CLASSES = ["TranslateLeft", "TranslateRight"]
+FRAMES, SIZE = 12, 32
+SUMMARY_CLIPS = 2
+TIMEOUT = 300
+TRAIN = [sys.executable, "-m", "avd_tf.apps.train"]
+
+
+def make_prepared(root) -> str:
+    """Writes the videos and prepares them (TV-L1 flow on); returns the prepared folder."""
+    videos = root / "videos"
+    for c, name in enumerate(CLASSES):
+        for i in range(3):
+            split = "test" if i == 2 else "train"
+            clip = synthetic.render_video(name, seed=10 * c + i, frames=FRAMES, size=SIZE)
+            synthetic.write_video(videos / split / name / f"{name}_{i}.avi", clip)
+    out = str(root / "prepared")
+    prepare(load_dataset("folder", video_dir=videos), str(videos), out,
+            ConvertOptions(size=SIZE, flow="tvl1"), dataset_name="folder", videos_per_shard=2,
+            progress=False, log=lambda _: None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_prepared(tmp_path_factory.mktemp("training"))
+
+
+def train_flags(data_dir, model_dir, epochs, *extra):
+    return [
+        "--data_dir", data_dir, "--model_dir", str(model_dir), "--stream", "rgb",
+        "--preset", "small", "--num_frames", "8", "--image_size", str(SIZE),
+        "--epochs", str(epochs), "--steps_per_epoch", "2", "--batch_size", "4",
+        "--encoder_filters", "4,4,4,4", "--decoder_filters", "4,4,4,4", "--seed", "3",
+        "--summary_clips", str(SUMMARY_CLIPS), "--progress=false", *extra,
+    ]
+
+
+def run(args, **kwargs):
+    return subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT, **kwargs)
+
+
+MIRRORED = textwrap.dedent(
+    """
+    import sys
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from avd_tf.apps import train
+
+    sys.argv = ["avd-train"] + sys.argv[1:]
+    train.run()
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def background(data_dir, tmp_path_factory):
+    """The diverging and the mirrored runs, started at once so they overlap the others."""
+    root = tmp_path_factory.mktemp("background")
+    runs = {
+        "diverging": TRAIN + train_flags(data_dir, root / "diverging", 2, "--ed_lr", "1e30",
+                                         "--t_lr", "1e30"),
+        "mirrored": [sys.executable, "-c", MIRRORED,
+                     *train_flags(data_dir, root / "mirrored", 1, "--steps_per_epoch", "1",
+                                  "--distribution_strategy", "mirrored")],
+    }
+    processes = {name: subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True) for name, args in runs.items()}
+    yield {name: (process, root / name) for name, process in processes.items()}
+    for process in processes.values():
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def finish(background, name):
+    """(CompletedProcess-like result, model_dir) of a background run, once it ends."""
+    process, model_dir = background[name]
+    stdout, stderr = process.communicate(timeout=TIMEOUT)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), model_dir
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory, background):
+    """A 2-epoch run killed (SIGKILL) during epoch 2, then run again with the same flags."""
+    model_dir = tmp_path_factory.mktemp("runs") / "avd_rgb"
+    args = TRAIN + train_flags(data_dir, model_dir, 2)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=env)
+    metadata = model_dir / training.BACKUP / "training_metadata.json"
+    deadline = time.time() + TIMEOUT
+    try:
+        # The backup is the last thing written at the end of epoch 1.
+        while True:
+            assert first.poll() is None, first.communicate()[0][-3000:]
+            assert time.time() < deadline, "epoch 1 did not finish in time"
+            try:
+                if json.loads(metadata.read_text())["epoch"] == 1:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        killed_output = first.communicate(timeout=60)[0]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    checkpoint_1 = model_dir / training.CHECKPOINTS / "epoch-001.weights.h5"
+    killed = {
+        "returncode": first.returncode,
+        "output": killed_output,
+        "files": sorted(os.listdir(model_dir)),
+        "checkpoint_1_mtime": checkpoint_1.stat().st_mtime_ns,
+    }
+    second = run(args)
+    return {"model_dir": model_dir, "killed": killed, "second": second,
+            "data_dir": data_dir}
+
+
+def test_killed_run_resumes_at_the_epoch_where_it_stopped(trained):
+    killed, second, model_dir = trained["killed"], trained["second"], trained["model_dir"]
+    assert killed["returncode"] == -signal.SIGKILL
+    assert "Epoch 1/2" in killed["output"]
+    assert training.MODEL not in killed["files"] and training.METRICS not in killed["files"]
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming" in second.stdout and "1 of 2 epochs done" in second.stdout
+    # The second run trained epoch 2 only: epoch 1's checkpoint is the first run's.
+    assert "Epoch 2/2" in second.stdout and "Epoch 1/2" not in second.stdout
+    checkpoint_1 = model_dir / training.CHECKPOINTS / "epoch-001.weights.h5"
+    assert checkpoint_1.stat().st_mtime_ns == killed["checkpoint_1_mtime"]
+    assert (model_dir / training.CHECKPOINTS / "epoch-002.weights.h5").is_file()
+    metrics = json.loads((model_dir / training.METRICS).read_text())
+    assert [row["epoch"] for row in metrics["history"]] == [1, 2]
+    # A finished run leaves no backup behind.
+    assert not (model_dir / training.BACKUP).exists()
+
+
+def test_outputs_config_and_metrics(trained, data_dir):
+    model_dir = trained["model_dir"]
+    for name in (training.MODEL, training.ENCODER, training.CONFIG, training.METRICS):
+        assert (model_dir / name).is_file(), name
+    config = json.loads((model_dir / training.CONFIG).read_text())
+    assert config["preset"] == "small" and config["stream"] == "rgb"
+    assert config["classes"] == CLASSES
+    assert config["data_dir"] == os.path.abspath(data_dir)
+    assert config["config"]["num_frames"] == 8 and config["config"]["image_size"] == SIZE
+    assert config["config"]["encoder_filters"] == [4, 4, 4, 4]
+    assert config["config"]["temporal_strides"] == [2, 2, 2, 1, 1]
+    metrics = json.loads((model_dir / training.METRICS).read_text())
+    for key in ("rec_loss", "gen_loss", "teacher_loss", "teacher_acc_real",
+                "teacher_acc_fake", "val_rec_loss", "val_psnr", "clips_per_second"):
+        assert math.isfinite(metrics[key]), key
+    assert 0 <= metrics["teacher_acc_real"] <= 1 and 0 <= metrics["teacher_acc_fake"] <= 1
+    assert metrics["val_psnr"] > 0 and metrics["replicas"] == 1
+    assert metrics["history"][-1]["val_psnr"] == metrics["val_psnr"]
+    assert all("clips_per_second" in row for row in metrics["history"])
+    # The program prints the same figures as its last line.
+    printed = json.loads(trained["second"].stdout.strip().splitlines()[-1])
+    assert printed["val_psnr"] == pytest.approx(metrics["val_psnr"])
+
+
+def read_events(log_dir):
+    """{tag: {step: tf.compat.v1.Summary.Value}} of every event file in `log_dir`."""
+    values = {}
+    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                values.setdefault(value.tag, {})[event.step] = value
+    return values
+
+
+def test_tensorboard_scalars_and_distilled_image_summaries(trained):
+    model_dir, data_dir = trained["model_dir"], trained["data_dir"]
+    train_events = read_events(model_dir / training.LOGS / "train")
+    validation = read_events(model_dir / training.LOGS / "validation")
+    # Epoch 1 was logged by the killed run, epoch 2 by the resumed one.
+    assert sorted(train_events["epoch_rec_loss"]) == [1, 2]
+    assert sorted(validation["epoch_psnr"]) == [1, 2]
+    assert validation["epoch_psnr"][1].metadata.plugin_data.plugin_name == "scalars"
+    images = train_events["distilled"]
+    assert sorted(images) == [1, 2]
+    value = images[2]
+    assert value.metadata.plugin_data.plugin_name == "images"
+    width, height, *pngs = tf.make_ndarray(value.tensor)
+    assert len(pngs) == SUMMARY_CLIPS
+    assert (int(width), int(height)) == (2 * SIZE + training.SUMMARY_GAP, SIZE)
+    pictures = np.stack([tf.io.decode_png(png).numpy() for png in pngs])
+    # Left: the clips' middle frames; right: E's images of the clips, by the
+    # final encoder (no training after the last summary).
+    clips = next(iter(clip_dataset(data_dir, "test", num_frames=8, size=SIZE,
+                                   batch_size=SUMMARY_CLIPS)))["clip"].numpy()
+    np.testing.assert_array_equal(pictures[:, :, :SIZE],
+                                  visualize.signed_to_uint8(clips[:, 4]))
+    encoder = load_encoder(str(model_dir))
+    expected = visualize.signed_to_uint8(encoder(clips, training=False).numpy())
+    distilled = pictures[:, :, SIZE + training.SUMMARY_GAP:].astype(int)
+    assert np.abs(distilled - expected).max() <= 1
+
+
+def test_nan_stops_training_with_a_clear_message(background):
+    result, model_dir = finish(background, "diverging")
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("avd-train: training diverged at epoch 1, step ")
+    assert "nan" in message and "lower learning rate" in message and "--lam" in message
+    assert not (model_dir / training.MODEL).exists()
+    assert not (model_dir / training.METRICS).exists()
+
+
+def test_mirrored_strategy_on_two_logical_cpus_trains_an_epoch(background):
+    result, model_dir = finish(background, "mirrored")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "on 2 replica(s)" in result.stdout
+    metrics = json.loads((model_dir / training.METRICS).read_text())
+    assert metrics["replicas"] == 2 and metrics["epochs"] == 1
+    assert math.isfinite(metrics["val_psnr"]) and math.isfinite(metrics["rec_loss"])
+    config = json.loads((model_dir / training.CONFIG).read_text())
+    assert config["distribution_strategy"] == "mirrored"
+    assert (model_dir / training.ENCODER).is_file()
+
+
+def test_config_overrides_derive_strides_and_teacher_resolution():
+    config = training.resolve_config("small", num_frames=16, image_size=48, lam=0.5,
+                                     encoder_filters=[4, 4, 4, 4], batch_size=None)
+    assert config.temporal_strides == (2, 2, 2, 2, 1)
+    assert config.teacher_input_resolution == 24  # largest divisor of 48 up to 32
+    assert config.lam == 0.5 and config.encoder_filters == (4, 4, 4, 4)
+    assert config.batch_size == training.PRESETS["small"].batch_size
+    assert training.resolve_config("paper", num_frames=4).temporal_strides == (2, 2, 1, 1, 1)
+    with pytest.raises(ValueError, match="power of two"):
+        training.resolve_config("small", num_frames=12)
+    with pytest.raises(ValueError, match="power of two up to 2\\*\\*5"):
+        training.resolve_config("small", num_frames=64)
+    with pytest.raises(ValueError, match="unknown AVD config keys"):
+        training.resolve_config("small", widths=3)
+    with pytest.raises(ValueError, match="unknown AVD preset"):
+        training.resolve_config("huge")
+
+
+def test_bad_runs_are_refused(data_dir, tmp_path, trained):
+    with pytest.raises(ValueError, match="unknown stream"):
+        training.train_avd(data_dir, str(tmp_path / "a"), stream="depth")
+    with pytest.raises(FileNotFoundError, match="no manifest"):
+        training.train_avd(str(tmp_path / "missing"), str(tmp_path / "b"))
+    # The finished run's folder with other settings.
+    with pytest.raises(ValueError, match="other settings .*config.*differ"):
+        training.train_avd(data_dir, str(trained["model_dir"]), epochs=2, steps_per_epoch=2,
+                           batch_size=4, lam=0.5, progress=False)
+
+
+def test_tpu_strategy_without_a_tpu_says_so():
+    # Last in this file: a failed TPU connection may leave the TF context changed.
+    with pytest.raises(RuntimeError, match="no TPU found"):
+        training.make_strategy("tpu")
