@@ -138,7 +138,7 @@ def test_registry_errors_and_sizes(tmp_path):
         backbones.build_classifier("alexnet", 3, weights=str(bad), input_size=64)
 
 
-def test_pretrained_classifier_freezes_all_batch_norm_but_the_first(tmp_path):
+def test_partial_bn_freezes_all_batch_norm_but_the_first(tmp_path):
     path = tmp_path / "resnet50.weights.h5"
     backbones.build_backbone("resnet50", weights="none", input_size=64).save_weights(path)
 
@@ -146,7 +146,8 @@ def test_pretrained_classifier_freezes_all_batch_norm_but_the_first(tmp_path):
         return {l.name: l.trainable for l in model._flatten_layers()
                 if isinstance(l, keras.layers.BatchNormalization)}
 
-    pretrained = bn_trainable(backbones.build_classifier("resnet50", 4, weights=str(path), input_size=64))
+    pretrained = bn_trainable(backbones.build_classifier("resnet50", 4, weights=str(path), input_size=64,
+                                                         partial_bn=True))
     assert len(pretrained) == 53
     assert [name for name, trainable in pretrained.items() if trainable] == ["conv1_bn"]
     scratch = bn_trainable(backbones.build_classifier("resnet50", 4, weights="none", input_size=64))
