@@ -28,21 +28,28 @@ def decode_jpeg_frames_per_s(path: str, size: int, repeats: int = 3) -> float:
     return count / (time.perf_counter() - start)
 
 
-def _tvl1_worker(args) -> int:
-    size, pairs, seed = args
+def _tvl1_worker(gray: list[np.ndarray]) -> int:
     cv2.setNumThreads(1)
-    gray = [flow.to_gray(f) for f in _clip(size, pairs + 1, seed)]
     estimator = flow.TVL1("cpu")
     for a, b in zip(gray[:-1], gray[1:]):
         estimator.calc(a, b)
-    return pairs
+    return len(gray) - 1
 
 
 def tvl1_pairs_per_s(size: int, workers: int, pairs_per_worker: int = 8) -> float:
-    """Frame pairs/s of CPU TV-L1 at size x size, one OpenCV thread per process."""
-    tasks = [(size, pairs_per_worker, seed) for seed in range(workers)]
+    """Frame pairs/s of CPU TV-L1 at size x size, one OpenCV thread per process.
+
+    Every worker gets the same frames, rendered before the clock starts, so
+    the timed work is TV-L1 alone and the same for any number of workers.
+    """
+    if workers < 1 or pairs_per_worker < 1:
+        raise ValueError(
+            f"tvl1_pairs_per_s: workers and pairs_per_worker must be >= 1, "
+            f"got {workers} and {pairs_per_worker}"
+        )
+    gray = [flow.to_gray(f) for f in _clip(size, pairs_per_worker + 1)]
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        pool.map(_tvl1_worker, [(size, 1, 99)] * workers)  # start-up and warm-up
+        pool.map(_tvl1_worker, [gray[:2]] * workers, chunksize=1)  # start-up and warm-up
         start = time.perf_counter()
-        done = sum(pool.map(_tvl1_worker, tasks))
+        done = sum(pool.map(_tvl1_worker, [gray] * workers, chunksize=1))
     return done / (time.perf_counter() - start)

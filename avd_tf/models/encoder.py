@@ -1,6 +1,7 @@
 """The encoder E: a video clip distilled into one RGB image (paper sections 3.1, 4.2)."""
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import keras
@@ -73,6 +74,19 @@ def conv_bn_stack(
     return convs, norms
 
 
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN CPU kernels in this process.
+
+    Set by TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported; when unset,
+    TensorFlow decides by CPU (on this project's AMD EPYC machines: off).
+    """
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a private module; should it move, trust the switch itself
+        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").lower() in ("1", "true")
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def resolve_native_strides(native_strides: bool | None) -> bool:
     """Whether E and D use TF's strided (transposed) Conv3D kernels.
 
@@ -80,12 +94,18 @@ def resolve_native_strides(native_strides: bool | None) -> bool:
     temporal stride-2 convolution is the stride-1 convolution kept at every
     other time step, and a stride-2 transposed convolution is the stride-1
     one applied after inserting zeros between the time steps. The stride-1
-    way does twice the arithmetic, but TensorFlow's CPU kernels for strided
-    Conv3D gradients and Conv3DTranspose are about ten times slower than the
-    stride-1 ones. `None` picks the native kernels when a GPU is visible.
+    way does twice the arithmetic, but TensorFlow's default (Eigen) CPU
+    kernels for strided Conv3D gradients and Conv3DTranspose are several
+    times slower than the stride-1 ones on small clips (the small preset's
+    training step: 3.8 s native, 0.6 s stride-1). GPU kernels and oneDNN's
+    CPU kernels (TF_ENABLE_ONEDNN_OPTS=1) have no such penalty, so there the
+    native way is faster (with oneDNN on 2 cores: the paper preset's step
+    is about 1.6 times, the small preset's about 1.5 times faster; see
+    docs/performance.md). `None` picks the native kernels when a GPU is
+    visible or oneDNN is on.
     """
     if native_strides is None:
-        return bool(tf.config.list_logical_devices("GPU"))
+        return bool(tf.config.list_logical_devices("GPU")) or onednn_enabled()
     return bool(native_strides)
 
 
@@ -122,8 +142,8 @@ class Encoder(keras.Model):
       Keras' 0.99: E distils videos in inference mode, with the moving
       statistics, and these settle within tens of steps instead of hundreds.
     * `native_strides` chooses how stride 2 is computed, with identical
-      results (`resolve_native_strides`); `None` decides by device. The
-      stride-1 way needs a static clip length.
+      results (`resolve_native_strides`); `None` picks native strides on a
+      GPU or with oneDNN. The stride-1 way needs a static clip length.
     * `sync_batch_norm` (default True) computes BN statistics over the global
       batch under a `tf.distribute` strategy, so training on several devices
       matches training on one; without a strategy it is plain BN.

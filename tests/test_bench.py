@@ -1,0 +1,103 @@
+"""avd-bench and avd_tf.bench: the program runs end to end with tiny settings and
+reports every figure; FLOP counts are checked against the layer shapes. No timing
+is asserted (speed targets are what avd-bench reports, never test conditions)."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from avd_tf.bench import flops
+from avd_tf.bench.memory import peak_rss_mb, rss_mb
+from avd_tf.bench.preparation import tvl1_pairs_per_s
+from avd_tf.bench.training import TrainSettings
+from avd_tf.models import PRESETS, get_preset
+
+REQUIRED = (
+    "train_clips_per_s",
+    "train_gflop_per_clip",
+    "train_gflop_per_clip_profiler",
+    "train_gflops_per_s",
+    "matmul_gflops_per_s",
+    "conv3d_gflops_per_s",
+    "peak_gflops_per_s",
+    "train_mfu",
+    "peak_rss_mb",
+    "input_clips_per_s",
+    "input_cached_clips_per_s",
+    "input_over_train",
+    "decode_jpeg_frames_per_s",
+    "distill_clips_per_s",
+    "distill_savedmodel_clips_per_s",
+    "tvl1_pairs_per_s_1worker",
+    "tvl1_pairs_per_s_Nworkers",
+    "tvl1_scaling",
+    "dynamic_image_clips_per_s",
+)
+
+
+def test_avd_bench_writes_every_figure(tmp_path):
+    output = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "avd_tf.apps.bench", "--quick", "--preset", "small",
+         "--batch_size", "2", "--steps", "1", "--min_seconds", "0", "--repeats", "1", "--tvl1_pairs", "1",
+         "--profile_dir", str(tmp_path / "profile"), "--output", str(output)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(output.read_text())
+    machine = report["machine"]
+    assert machine["cores"] >= 1 and machine["cpu_model"] and machine["tensorflow"]
+    # The program switches oneDNN on by default, and the training process saw it.
+    assert machine["onednn"] is True and machine["xla_jit_compile"] is False
+    small = report["presets"]["small"]
+    for key in REQUIRED:
+        assert isinstance(small[key], float) and math.isfinite(small[key]) and small[key] > 0, key
+    assert small["batch_size"] == 2 and len(small["train_step_seconds"]) == 1
+    assert small["onednn"] is True and small["native_strides"] is True
+    assert small["input_over_train"] == pytest.approx(
+        small["input_clips_per_s"] / small["train_clips_per_s"])
+    assert small["train_mfu"] == pytest.approx(
+        small["train_gflops_per_s"] / small["peak_gflops_per_s"])
+    assert small["peak_gflops_per_s"] == max(
+        small["matmul_gflops_per_s"], small["conv3d_gflops_per_s"])
+    assert set(small["checks"]) == {"train_mfu", "input_over_train", "tvl1_scaling", "peak_rss_mb"}
+    # The trace of the profiled step was read: convolutions are among its top ops.
+    op_types = [entry["name"] for entry in small["train_profile"]["op_types"]]
+    assert any("Conv3D" in name for name in op_types), op_types
+    assert "== small (batch 2) ==" in run.stdout
+
+
+@pytest.mark.parametrize("preset", ["small", "paper"])
+def test_profiler_count_agrees_with_layer_shapes(preset):
+    config = get_preset(preset)
+    analytic = flops.analytic_train_flops(config)
+    profiled = flops.profiled_train_flops(config, batch_size=2)
+    assert profiled["train"] == pytest.approx(analytic["train"], rel=0.01)
+    # Each convolution's two gradients cost what its forward pass does.
+    convs = sum(analytic["encoder_layers"]) + sum(analytic["decoder_layers"])
+    for op_type in ("Conv3D", "Conv3DBackpropInputV2", "Conv3DBackpropFilterV2"):
+        assert profiled["by_op"][op_type] == pytest.approx(convs)
+
+
+def test_layer_flops_of_the_paper_preset():
+    config = PRESETS["paper"]
+    encoder = flops.encoder_layer_flops(config, 3)
+    # E's second layer: 3x5x5 kernel, 32 -> 64 channels, 32 -> 16 -> 8 frames of 112x112.
+    assert encoder[1] == 2 * 75 * 32 * 64 * 8 * 112 * 112
+    # D mirrors E: the same layer costs the same transposed (RGB: 3 channels both ends).
+    assert flops.decoder_layer_flops(config, 3) == encoder[::-1]
+    assert 79e9 < sum(encoder) < 81e9  # "about 80 GFLOP per clip in E alone" (presets.py)
+    flow = flops.analytic_train_flops(config, "flow")
+    assert flow["encoder_layers"][0] == encoder[0] * 2 // 3
+
+
+def test_memory_and_bad_settings():
+    assert 0 < rss_mb() <= peak_rss_mb()
+    with pytest.raises(ValueError, match="steps, peak_repeats and profile_steps"):
+        TrainSettings(steps=0)
+    with pytest.raises(ValueError, match="workers and pairs_per_worker"):
+        tvl1_pairs_per_s(32, 0)
