@@ -144,6 +144,8 @@ def _batch_size(preset: str, config, quick: bool) -> int:
 
 
 def _train(preset, config, batch_size, settings, result) -> None:
+    import numpy as np
+
     from avd_tf.bench import flops
     from avd_tf.bench.training import TrainSettings, measure_training_in_subprocess
 
@@ -171,7 +173,12 @@ def _train(preset, config, batch_size, settings, result) -> None:
     result.update({
         "train_clips_per_s": trained["train_clips_per_s"],
         "train_clips_per_s_median": trained["train_clips_per_s_median"],
-        "train_step_seconds": trained["step_seconds"],
+        "train_steps": len(trained["step_seconds"]),
+        "train_step_seconds": {
+            "min": min(trained["step_seconds"]),
+            "median": float(np.median(trained["step_seconds"])),
+            "max": max(trained["step_seconds"]),
+        },
         "train_first_step_seconds": trained["first_step_seconds"],
         "train_gflop_per_clip": analytic["train"] / 1e9,
         "train_gflop_per_clip_profiler": profiled["train"] / 1e9,

@@ -94,15 +94,14 @@ def resolve_native_strides(native_strides: bool | None) -> bool:
     temporal stride-2 convolution is the stride-1 convolution kept at every
     other time step, and a stride-2 transposed convolution is the stride-1
     one applied after inserting zeros between the time steps. The stride-1
-    way does twice the arithmetic, but TensorFlow's default (Eigen) CPU
-    kernels for strided Conv3D gradients and Conv3DTranspose are several
-    times slower than the stride-1 ones on small clips (the small preset's
-    training step: 3.8 s native, 0.6 s stride-1). GPU kernels and oneDNN's
-    CPU kernels (TF_ENABLE_ONEDNN_OPTS=1) have no such penalty, so there the
-    native way is faster (with oneDNN on 2 cores: the paper preset's step
-    is about 1.6 times, the small preset's about 1.5 times faster; see
-    docs/performance.md). `None` picks the native kernels when a GPU is
-    visible or oneDNN is on.
+    way does twice the arithmetic. Which is faster depends on the kernels
+    (measured on 2 cores, docs/performance.md): with oneDNN's CPU kernels
+    (TF_ENABLE_ONEDNN_OPTS=1) the native way is 1.5x (small preset) to 2x
+    (paper preset) faster; with TensorFlow's default Eigen kernels, whose
+    strided Conv3D gradients are slow on small clips, the stride-1 way is 6x
+    faster on the small preset but 1.9x slower on the paper preset. `None`
+    picks the native kernels when a GPU is visible or oneDNN is on, else
+    the stride-1 way.
     """
     if native_strides is None:
         return bool(tf.config.list_logical_devices("GPU")) or onednn_enabled()
