@@ -12,6 +12,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -252,6 +253,85 @@ def test_mirrored_strategy_on_two_logical_cpus_trains_an_epoch(background):
     config = json.loads((model_dir / training.CONFIG).read_text())
     assert config["distribution_strategy"] == "mirrored"
     assert (model_dir / training.ENCODER).is_file()
+
+
+def free_ports(count):
+    """`count` distinct free TCP ports of localhost (bound together, then released)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("localhost", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_two_workers_take_the_first_step_of_one_device(data_dir, tmp_path):
+    """avd-train on two worker processes (multi_worker_mirrored, TF_CONFIG on localhost).
+
+    Each worker gets half of the global batch of 4; after one step the
+    chief's metrics.json must hold the losses of one process on one device
+    (default strategy) training on the same batch.
+    """
+    two_workers, one_device = tmp_path / "two_workers", tmp_path / "one_device"
+    # A proxy in the environment would also take gRPC's connections to localhost.
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+    runs = {"one_device": (train_flags(data_dir, one_device, 1, "--steps_per_epoch", "1"), {})}
+    for index in range(2):
+        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        (tmp_path / f"tmp{index}").mkdir()
+        runs[f"worker{index}"] = (
+            train_flags(data_dir, two_workers, 1, "--steps_per_epoch", "1",
+                        "--distribution_strategy", "multi_worker_mirrored"),
+            # TMPDIR: where a non-chief worker puts its throwaway outputs.
+            {"TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(tmp_path / f"tmp{index}")},
+        )
+
+    def output(name, stream):
+        return (tmp_path / f"{name}.{stream}").read_text()
+
+    processes = {}
+    try:
+        for name, (flags, extra_env) in runs.items():
+            # Files, not pipes: a full pipe would stall a worker and with it the other.
+            with open(tmp_path / f"{name}.out", "w") as out, \
+                    open(tmp_path / f"{name}.err", "w") as err:
+                processes[name] = subprocess.Popen(TRAIN + flags, stdout=out, stderr=err,
+                                                   env={**env, **extra_env})
+        deadline = time.monotonic() + TIMEOUT
+        for name, process in processes.items():
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{name} still running after {TIMEOUT} s (a collective op waiting "
+                            f"for the other worker?); its stderr ends:\n"
+                            f"{output(name, 'err')[-3000:]}")
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for name, process in processes.items():
+        assert process.returncode == 0, f"{name} failed:\n{output(name, 'err')[-3000:]}"
+
+    chief = json.loads((two_workers / training.METRICS).read_text())
+    single = json.loads((one_device / training.METRICS).read_text())
+    assert chief["replicas"] == 2 and single["replicas"] == 1
+    assert chief["epochs"] == single["epochs"] == 1
+    # One step per epoch: the epoch's figures are the first step's. The
+    # validation loss after the step checks that the update was the same too.
+    for key in ("rec_loss", "teacher_loss", "ed_loss", "gen_loss", "val_rec_loss"):
+        np.testing.assert_allclose(chief[key], single[key], rtol=1e-4, err_msg=key)
+    # The other worker computed the same all-reduced figures, but wrote them
+    # to its throwaway folder, since removed: model_dir has one writer.
+    other = json.loads(output("worker1", "out").strip().splitlines()[-1])
+    assert other["rec_loss"] == pytest.approx(chief["rec_loss"], rel=1e-6)
+    assert len((two_workers / training.HISTORY).read_text().splitlines()) == 2
+    assert (two_workers / training.CHECKPOINTS / "epoch-001.weights.h5").is_file()
+    assert os.listdir(tmp_path / "tmp0") == [] and os.listdir(tmp_path / "tmp1") == []
 
 
 def test_config_overrides_derive_strides_and_teacher_resolution():

@@ -25,6 +25,7 @@ validation), the distribution strategy, the model (`build_avd` /
 
 A model_dir whose config.json differs from the requested run is refused; a
 finished run with the same config is returned without training again.
+Under "multi_worker_mirrored" only the chief (worker 0) writes model_dir.
 
 Non-finite losses stop training at once with `TrainingDivergedError`,
 naming the epoch and step (`StopOnNonFiniteLoss`); the backup of the last
@@ -37,7 +38,9 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import statistics
+import tempfile
 import time
 
 import keras
@@ -133,6 +136,30 @@ def resolve_config(preset: str | AVDConfig = "small", **overrides) -> AVDConfig:
     return dataclasses.replace(base, **overrides)
 
 
+class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy with the `reduce` that Keras 3's `fit` expects.
+
+    With two or more workers, Keras 3 (3.15 here; keras-team/keras#20585)
+    fails twice on the plain strategy: before `fit` and `evaluate` it reduces
+    the first (x, y) batch in one `reduce` call, which MirroredStrategy maps
+    over the nest but this strategy does not ("Attempt to convert a value
+    (PerReplica...)"); and after each step it averages the scalar metric
+    results with `reduce(MEAN, value, axis=0)`, which has no axis 0 to
+    reduce ("Invalid reduction dimension 0"). Here nests are mapped over, and
+    a scalar is averaged over the replicas only, as Keras does under
+    MirroredStrategy.
+    """
+
+    def reduce(self, reduce_op, value, axis=None):
+        reduce = super().reduce
+
+        def one(v):
+            scalar = self.experimental_local_results(v)[0].shape.rank == 0
+            return reduce(reduce_op, v, None if scalar else axis)
+
+        return tf.nest.map_structure(one, value)
+
+
 def make_strategy(name: str = "default") -> tf.distribute.Strategy:
     """The tf.distribute strategy called `name` (one of STRATEGIES).
 
@@ -148,7 +175,7 @@ def make_strategy(name: str = "default") -> tf.distribute.Strategy:
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([device.name for device in devices])
     if name == "multi_worker_mirrored":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _MultiWorkerMirroredStrategy()
     if name == "tpu":
         tpu = os.environ.get("TPU_NAME", "local")
         try:
@@ -364,6 +391,20 @@ def _summary_clips(data_dir, stream, config, count) -> np.ndarray:
     return next(iter(dataset))["clip"].numpy()
 
 
+def _restarting(make) -> tf.data.Dataset:
+    """The dataset `make()` returns, built afresh for each iterator.
+
+    Each new iterator of a seeded pipeline continues its random streams
+    (`reshuffle_each_iteration`), and under a distribution strategy Keras 3
+    draws one batch from a throwaway iterator before `fit` trains (to build
+    the model), so a distributed run would start on the second pass of the
+    stream one device starts on. Built inside `flat_map`, every iterator gets
+    its own random state and the same batches.
+    """
+    options = make().options()
+    return tf.data.Dataset.range(1).flat_map(lambda _: make()).with_options(options)
+
+
 def _save_keras(model: keras.Model, path: str) -> None:
     """Saves next to `path` first and renames, so the file is never half written."""
     tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
@@ -473,11 +514,25 @@ def train_avd(
             "delete it or use another model_dir to train again")
         with open(metrics_path) as f:
             return json.load(f)
+    # Keras' convention for multi-worker training: every worker runs the same
+    # callbacks and saves (reading sync-on-read variables such as the metrics
+    # is a collective op, so all must take part), but only the chief writes to
+    # model_dir; the others write to a throwaway folder (removed at the end,
+    # or on an error once collected). It starts with the chief's backup, so
+    # that every worker resumes at the same epoch (model_dir must then be on
+    # a filesystem all workers see, as Keras requires for BackupAndRestore).
+    throwaway = None
+    out_dir = model_dir
+    if not strategy.extended.should_checkpoint:
+        throwaway = tempfile.TemporaryDirectory(prefix="avd-train-worker-")
+        out_dir = throwaway.name
+        if done is not None:
+            shutil.copytree(os.path.join(model_dir, BACKUP), os.path.join(out_dir, BACKUP))
     if done is None:
         # A fresh start: rows of a run killed before its first backup are stale.
         for stale in (HISTORY, METRICS):
-            if os.path.exists(os.path.join(model_dir, stale)):
-                os.remove(os.path.join(model_dir, stale))
+            if os.path.exists(os.path.join(out_dir, stale)):
+                os.remove(os.path.join(out_dir, stale))
     else:
         log(f"train: resuming from {os.path.join(model_dir, BACKUP)}: {done} of {epochs} "
             f"epochs done, continuing at epoch {done + 1}")
@@ -487,13 +542,21 @@ def train_avd(
     cache = _shard_bytes(data_dir) <= CACHE_LIMIT_BYTES
     inputs = dict(stream=stream, num_frames=config.num_frames, size=config.image_size,
                   batch_size=config.batch_size, seed=seed, cache=cache)
-    train = avd_dataset(data_dir, "train", training=True, **inputs)
+    train = _restarting(lambda: avd_dataset(data_dir, "train", training=True, **inputs))
     # Validation reads its clips once per epoch and never uses its real
     # frames, so caching would only keep a partial cache of those frames.
     # A known length lets Keras end the pass without a "ran out of data" warning.
     test = avd_dataset(data_dir, "test", training=False, **{**inputs, "cache": False})
     test = test.apply(tf.data.experimental.assert_cardinality(
         math.ceil(test_videos / config.batch_size)))
+    # Under multi_worker_mirrored every worker reads the same seeded stream and
+    # keeps its share of each global batch, so the workers train on the
+    # batches one process would. tf.data's default there, one file per worker,
+    # fails with fewer shards than workers and splits the finite test split
+    # unevenly; the price of DATA is that each worker reads the whole batch.
+    sharding = tf.data.Options()
+    sharding.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    train, test = train.with_options(sharding), test.with_options(sharding)
     summary = _summary_clips(data_dir, stream, config, min(summary_clips, test_videos))
 
     policy = keras.config.dtype_policy()
@@ -504,20 +567,20 @@ def train_avd(
             model = compile_avd(build_avd(config, stream), config, jit_compile=jit_compile)
     finally:
         keras.config.set_dtype_policy(policy)
-    write_json_atomically(os.path.join(model_dir, CONFIG), run_config)
+    write_json_atomically(os.path.join(out_dir, CONFIG), run_config)
 
     hint = (f"Try a lower learning rate (ed_lr={config.ed_lr:g}, t_lr={config.t_lr:g}; flags "
             f"--ed_lr, --t_lr) or another lam (lam={config.lam:g}, --lam) in a new model_dir.")
     callbacks = [
         EpochTimer(steps * config.batch_size),
         StopOnNonFiniteLoss(hint),
-        DistilledImageSummary(os.path.join(model_dir, LOGS), summary, stream),
-        keras.callbacks.CSVLogger(os.path.join(model_dir, HISTORY), append=True),
+        DistilledImageSummary(os.path.join(out_dir, LOGS), summary, stream),
+        keras.callbacks.CSVLogger(os.path.join(out_dir, HISTORY), append=True),
         keras.callbacks.ModelCheckpoint(
-            os.path.join(model_dir, CHECKPOINTS, CHECKPOINT_PATTERN), save_weights_only=True
+            os.path.join(out_dir, CHECKPOINTS, CHECKPOINT_PATTERN), save_weights_only=True
         ),
         # Last, so an epoch counts as done only once it is logged and checkpointed.
-        keras.callbacks.BackupAndRestore(os.path.join(model_dir, BACKUP), double_checkpoint=True),
+        keras.callbacks.BackupAndRestore(os.path.join(out_dir, BACKUP), double_checkpoint=True),
     ]
     log(f"train: AVD({stream}) preset {run_config['preset']}, {train_videos} train / "
         f"{test_videos} test videos, {epochs} epochs of {steps} steps at batch "
@@ -526,11 +589,11 @@ def train_avd(
               validation_steps=validation_steps, callbacks=callbacks, shuffle=False,
               verbose=1 if progress else 2)
 
-    history = read_history(model_dir)
+    history = read_history(out_dir)
     if not history:
-        raise RuntimeError(f"{os.path.join(model_dir, HISTORY)}: no epoch was logged")
-    _save_keras(model, os.path.join(model_dir, MODEL))
-    _save_keras(model.encoder, os.path.join(model_dir, ENCODER))
+        raise RuntimeError(f"{os.path.join(out_dir, HISTORY)}: no epoch was logged")
+    _save_keras(model, os.path.join(out_dir, MODEL))
+    _save_keras(model.encoder, os.path.join(out_dir, ENCODER))
     metrics = _metrics(
         history,
         stream=stream,
@@ -538,7 +601,9 @@ def train_avd(
         replicas=replicas,
         wall_time_s=round(time.time() - started, 3),
     )
-    write_json_atomically(metrics_path, metrics)
+    write_json_atomically(os.path.join(out_dir, METRICS), metrics)
+    if throwaway is not None:
+        throwaway.cleanup()
     return metrics
 
 
