@@ -1,6 +1,7 @@
 r"""avd-bench: how fast AVD trains, reads its input, distils, and prepares data here.
 
-  avd-bench [--quick] [--output bench.json] [--preset paper,small]
+  avd-bench [--quick] [--output bench.json] [--markdown bench.md] [--readme README.md]
+            [--preset paper,small]
 
 For each preset (paper: 32-frame 112x112 clips; small: 8-frame 32x32):
 
@@ -35,6 +36,9 @@ from absl import app, flags, logging
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean("quick", False, "Few steps and repeats; paper preset at batch 2.")
 flags.DEFINE_string("output", "", "Write the results to this JSON file.")
+flags.DEFINE_string("markdown", "", "Write the results as a Markdown table to this file.")
+flags.DEFINE_string("readme", "", "Replace the avd-bench table section of this README with "
+                    "the results (between the markers of avd_tf.bench.report).")
 flags.DEFINE_list("preset", ["paper", "small"], "AVD presets to measure.")
 flags.DEFINE_enum("stream", "rgb", ["rgb", "flow"], "Stream of the trained / distilling model.")
 flags.DEFINE_integer("batch_size", 0, "Training and distillation batch (0: the preset's; 2 for "
@@ -368,6 +372,17 @@ def main(argv):
             json.dump(report, f, indent=2)
             f.write("\n")
         print(f"\nwrote {FLAGS.output}")
+    if FLAGS.markdown or FLAGS.readme:
+        from avd_tf.bench.report import markdown_table, write_readme_section
+
+        table = markdown_table(report)
+        if FLAGS.markdown:
+            with open(FLAGS.markdown, "w", encoding="utf-8") as f:
+                f.write(table)
+            print(f"wrote {FLAGS.markdown}")
+        if FLAGS.readme:
+            write_readme_section(FLAGS.readme, table)
+            print(f"updated the avd-bench table in {FLAGS.readme}")
     return 0
 
 
