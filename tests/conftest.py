@@ -4,6 +4,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# The kernels the programs run with (avd_tf/apps/__init__.py); read once, at
+# TensorFlow's first import, which the tests below trigger.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 import cv2
 import numpy as np
 import pytest
