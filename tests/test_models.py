@@ -146,7 +146,7 @@ def test_one_train_step_updates_every_network(video):
     }
     assert all(np.isfinite(v) for v in logs.values())
     np.testing.assert_allclose(
-        logs["ed_loss"], 0.99 * logs["rec_loss"] + 0.01 * logs["gen_loss"], rtol=1e-5
+        logs["ed_loss"], model.lam * logs["rec_loss"] + (1 - model.lam) * logs["gen_loss"], rtol=1e-5
     )
     for net, weights in zip(networks, before):
         after = [v.numpy() for v in net.trainable_variables]
@@ -171,14 +171,29 @@ def test_training_reduces_reconstruction_and_teaches_the_teacher(video):
     assert history[-1]["teacher_loss"] < history[0]["teacher_loss"]
     # evaluate() runs E and D in inference mode (BN moving statistics).
     logs = model.evaluate(clips, verbose=0, return_dict=True)
-    assert set(logs) == {"rec_loss", "psnr"}
-    reconstruction = model.decoder(model.encoder(clips, training=False), training=False)
+    assert set(logs) == {"rec_loss", "psnr", "scene_psnr"}
+    images = model.encoder(clips, training=False)
+    reconstruction = model.decoder(images, training=False)
     np.testing.assert_allclose(logs["rec_loss"], np.mean((reconstruction - clips) ** 2), rtol=1e-5)
+    # scene_psnr: each image against its clip's mean frame, both mapped to [0, 1].
+    scene_mse = np.mean((np.asarray(images) - clips.mean(axis=1)) ** 2, axis=(1, 2, 3)) / 4
+    np.testing.assert_allclose(logs["scene_psnr"], np.mean(10 * np.log10(1 / scene_mse)), rtol=1e-4)
     # Per-frame PSNR averages to at least the PSNR of the mean error (Jensen);
     # errors in [-1, 1] are 4 times those in [0, 1].
     assert logs["psnr"] >= 10 * np.log10(4 / logs["rec_loss"]) - 1e-3
     with_real = model.evaluate(clips, real, verbose=0, return_dict=True)
     np.testing.assert_allclose(with_real["psnr"], logs["psnr"], rtol=1e-6)
+
+
+def test_each_stream_has_its_own_lambda_and_flow_reports_no_scene_psnr(video):
+    assert build_avd("small", "rgb").lam == get_preset("small").lam == 0.95
+    assert build_avd("small", "flow").lam == get_preset("small").flow_lam == 0.999
+    # A `lam` override means the lambda of the stream being built.
+    assert build_avd("small", "flow", lam=0.5).lam == 0.5
+    assert build_avd("small", "rgb", lam=0.5).lam == 0.5
+    flow_clips, _ = batch(video, "flow")
+    logs = small_model("flow").evaluate(flow_clips, verbose=0, return_dict=True)
+    assert set(logs) == {"rec_loss", "psnr"}
 
 
 @pytest.mark.parametrize("lam, teacher_matters", [(1.0, False), (0.5, True)])

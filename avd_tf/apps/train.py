@@ -29,7 +29,8 @@ flags.DEFINE_string("model_dir", None, "Where checkpoints, logs and the models g
 flags.DEFINE_integer("epochs", 5, "Epochs to train.")
 flags.DEFINE_integer("steps_per_epoch", None, "Default: train videos // batch_size (>= 1).")
 flags.DEFINE_integer("batch_size", None, "Clips per (global) batch; default: the preset's.")
-flags.DEFINE_float("lam", None, "Eq. 3's lambda (reconstruction weight); default: preset's.")
+flags.DEFINE_float("lam", None, "Eq. 3's lambda (reconstruction weight) for the trained "
+                   "stream; default: the preset's (paper and small: rgb 0.95, flow 0.999).")
 flags.DEFINE_integer("num_frames", None, "Clip length T (a power of two); default: preset's.")
 flags.DEFINE_integer("image_size", None, "Clip and image side S; default: the preset's.")
 flags.DEFINE_list("encoder_filters", None, "E's widths but the last, e.g. 8,16,16,16.")
@@ -81,7 +82,7 @@ def main(argv):
         sys.exit(f"avd-train: {error}")
     summary = {key: metrics.get(key) for key in (
         "epoch", "rec_loss", "gen_loss", "teacher_loss", "teacher_acc_real",
-        "teacher_acc_fake", "val_rec_loss", "val_psnr", "clips_per_second")}
+        "teacher_acc_fake", "val_rec_loss", "val_psnr", "val_scene_psnr", "clips_per_second")}
     print(json.dumps({"model_dir": FLAGS.model_dir, **summary}))
     return 0
 

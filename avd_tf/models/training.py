@@ -12,7 +12,7 @@ validation), the distribution strategy, the model (`build_avd` /
   finished epoch, so a killed run started again with the same arguments
   resumes there (removed when training ends);
 * `history.csv`: one row per epoch (training metrics, `val_rec_loss`,
-  `val_psnr`, `clips_per_second`, `train_seconds`, `epoch_seconds`);
+  `val_psnr`, for RGB `val_scene_psnr`, `clips_per_second`, `train_seconds`, `epoch_seconds`);
 * `logs/train`, `logs/validation`: TensorBoard event files with each
   epoch's scalars, and in `logs/train` the image summary "distilled": for a
   fixed batch of test clips, each clip's middle frame (flow colour coded)
@@ -50,7 +50,14 @@ from tensorflow.core.framework import summary_pb2
 
 from avd_tf import visualize
 from avd_tf.inputs import avd_dataset, class_names, clip_dataset, list_shards, num_videos
-from avd_tf.models.presets import PRESETS, STREAM_CHANNELS, AVDConfig, build_avd, compile_avd
+from avd_tf.models.presets import (
+    PRESETS,
+    STREAM_CHANNELS,
+    AVDConfig,
+    build_avd,
+    compile_avd,
+    stream_overrides,
+)
 from avd_tf.records.shards import write_json_atomically
 
 CONFIG = "config.json"
@@ -74,6 +81,7 @@ FINAL_KEYS = (
     "teacher_acc_fake",
     "val_rec_loss",
     "val_psnr",
+    "val_scene_psnr",  # RGB only
 )
 LOSS_KEYS = ("rec_loss", "gen_loss", "ed_loss", "teacher_loss")
 # Below this many bytes of shards the parsed (still encoded) videos stay in
@@ -459,7 +467,7 @@ def train_avd(
 
     Returns (and writes to metrics.json) the last epoch's rec_loss,
     gen_loss, ed_loss, teacher_loss, teacher_acc_real, teacher_acc_fake,
-    val_rec_loss, val_psnr, the per-epoch "history", "clips_per_second" of
+    val_rec_loss, val_psnr, val_scene_psnr (RGB), the per-epoch "history", "clips_per_second" of
     training (median over epochs) and timings. Raises TrainingDivergedError
     when a loss becomes NaN or infinite.
     """
@@ -477,7 +485,7 @@ def train_avd(
                         ("validation_steps", validation_steps or 1)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    config = resolve_config(preset, **overrides)
+    config = resolve_config(preset, **stream_overrides(stream, overrides))
     classes = class_names(data_dir)
     train_videos, test_videos = num_videos(data_dir, "train"), num_videos(data_dir, "test")
     if not train_videos or not test_videos:
@@ -570,7 +578,7 @@ def train_avd(
     write_json_atomically(os.path.join(out_dir, CONFIG), run_config)
 
     hint = (f"Try a lower learning rate (ed_lr={config.ed_lr:g}, t_lr={config.t_lr:g}; flags "
-            f"--ed_lr, --t_lr) or another lam (lam={config.lam:g}, --lam) in a new model_dir.")
+            f"--ed_lr, --t_lr) or another lam (lam={config.lam_for(stream):g}, --lam) in a new model_dir.")
     callbacks = [
         EpochTimer(steps * config.batch_size),
         StopOnNonFiniteLoss(hint),
