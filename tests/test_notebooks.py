@@ -32,7 +32,7 @@ def work(tmp_path_factory):
 
 
 def test_quickstart_distills_and_classifies(work):
-    text = outputs_text(run_notebook("01_quickstart.ipynb", work, AVD_NB_EPOCHS="1"))
+    text = outputs_text(run_notebook("01_quickstart.ipynb", work, AVD_NB_EPOCHS="1", AVD_NB_STEPS="2"))
     assert "distilled image: (32, 32, 3) uint8" in text
     assert "AVD image    : [(" in text
 
