@@ -28,9 +28,7 @@ finished run with the same config is not trained again.
 """
 from __future__ import annotations
 
-import csv
 import importlib.util
-import json
 import math
 import os
 import time
@@ -40,12 +38,9 @@ import keras
 from avd_tf.classify import streams
 from avd_tf.classify.backbones import build_classifier, get_spec
 from avd_tf.records.shards import write_json_atomically
+from avd_tf.run_dir import BACKUP, CONFIG, HISTORY, METRICS, open_run, read_history, start_run
 
-CONFIG = "config.json"
-METRICS = "metrics.json"
 MODEL = "model.keras"
-HISTORY = "history.csv"
-BACKUP = "backup"
 LOGS = "logs"
 # Below this many bytes of stream shards the decoded images are kept in
 # memory (our choice: the demo and HMDB51-sized streams fit, UCF101 frames at
@@ -75,53 +70,6 @@ def _resolve_weights(weights) -> str | None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: weights file not found")
     return path
-
-
-def _read_history(model_dir: str) -> list[dict]:
-    """Epoch rows of history.csv, one per epoch (a re-run epoch's last row wins)."""
-    path = os.path.join(model_dir, HISTORY)
-    if not os.path.isfile(path):
-        return []
-    rows = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                values = {k: float(v) for k, v in row.items() if v not in ("", None)}
-                rows[int(values.pop("epoch"))] = values
-            except (KeyError, ValueError) as error:
-                raise ValueError(f"{path}: unreadable row {row} ({error})") from error
-    return [{"epoch": epoch + 1, **rows[epoch]} for epoch in sorted(rows)]
-
-
-def _backup_epoch(model_dir: str) -> int | None:
-    """Epochs finished according to BackupAndRestore's metadata, or None."""
-    path = os.path.join(model_dir, BACKUP, "training_metadata.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        try:
-            return int(json.load(f)["epoch"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"{path}: unreadable backup metadata ({error}); delete "
-                             f"{os.path.join(model_dir, BACKUP)} to restart training") from error
-
-
-def _check_config(model_dir: str, config: dict) -> dict | None:
-    """The previous config.json of model_dir (None if none); refuses another run's folder."""
-    path = os.path.join(model_dir, CONFIG)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        try:
-            previous = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from error
-    changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
-    if changed:
-        raise ValueError(f"{path}: {model_dir} holds a run with other settings "
-                         f"({', '.join(changed)} differ); use another model_dir, or delete "
-                         "this one to start over")
-    return previous
 
 
 def _build(backbone, num_classes, weights, channels, size, dropout) -> keras.Model:
@@ -251,23 +199,10 @@ def finetune(
         "mixed_precision": bool(mixed_precision),
         "jit_compile": bool(jit_compile),
     }
-    os.makedirs(model_dir, exist_ok=True)
-    previous = _check_config(model_dir, config)
-    done = _backup_epoch(model_dir)
-    metrics_path = os.path.join(model_dir, METRICS)
-    if previous is not None and done is None and os.path.isfile(metrics_path):
-        log(f"finetune: {model_dir} already holds this finished run ({metrics_path}); "
-            "delete it or use another model_dir to train again")
-        with open(metrics_path) as f:
-            return json.load(f)
-    if done is None:
-        # A fresh start: rows of a run killed before its first backup are stale.
-        for stale in (HISTORY, METRICS):
-            if os.path.exists(os.path.join(model_dir, stale)):
-                os.remove(os.path.join(model_dir, stale))
-    else:
-        log(f"finetune: resuming from {os.path.join(model_dir, BACKUP)}: "
-            f"{done} of {epochs} epochs done, continuing at epoch {done + 1}")
+    finished, done = open_run(model_dir, config, program="finetune", log=log)
+    if finished is not None:
+        return finished
+    start_run(model_dir, done, epochs, program="finetune", log=log)
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
@@ -296,7 +231,7 @@ def finetune(
     # Written once the model is built, so a run that cannot build it (no
     # network for the weights) leaves no config to refuse a corrected run with.
     write_json_atomically(os.path.join(model_dir, CONFIG), config)
-    history = _read_history(model_dir)
+    history = read_history(model_dir)
     best = max((row.get("val_accuracy", -math.inf) for row in history), default=None)
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda epoch: lr * lr_decay ** epoch),
@@ -312,7 +247,7 @@ def finetune(
     model.fit(train, validation_data=test, epochs=epochs, steps_per_epoch=steps,
               callbacks=callbacks, shuffle=False, verbose=1 if progress else 2)
 
-    history = _read_history(model_dir)
+    history = read_history(model_dir)
     if not history:
         raise RuntimeError(f"{os.path.join(model_dir, HISTORY)}: no epoch was logged")
     metrics = {
@@ -326,7 +261,7 @@ def finetune(
         "train_time_s": round(sum(row.get("epoch_seconds", 0.0) for row in history), 3),
         "wall_time_s": round(time.time() - started, 3),
     }
-    write_json_atomically(metrics_path, metrics)
+    write_json_atomically(os.path.join(model_dir, METRICS), metrics)
     return metrics
 
 

@@ -33,7 +33,6 @@ good epoch stays in place.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -59,13 +58,10 @@ from avd_tf.models.presets import (
     stream_overrides,
 )
 from avd_tf.records.shards import write_json_atomically
+from avd_tf.run_dir import BACKUP, CONFIG, HISTORY, METRICS, open_run, read_history, start_run
 
-CONFIG = "config.json"
-METRICS = "metrics.json"
-HISTORY = "history.csv"
 MODEL = "avd.keras"
 ENCODER = "encoder.keras"
-BACKUP = "backup"
 LOGS = "logs"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_PATTERN = "epoch-{epoch:03d}.weights.h5"
@@ -336,56 +332,6 @@ class DistilledImageSummary(keras.callbacks.Callback):
         self._writers = {}
 
 
-def read_history(model_dir: str) -> list[dict]:
-    """Rows of history.csv as dicts with a 1-based "epoch" (a re-run epoch's last row wins)."""
-    path = os.path.join(model_dir, HISTORY)
-    if not os.path.isfile(path):
-        return []
-    rows = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                values = {k: float(v) for k, v in row.items() if v not in ("", None)}
-                rows[int(values.pop("epoch"))] = values
-            except (KeyError, ValueError) as error:
-                raise ValueError(f"{path}: unreadable row {row} ({error})") from error
-    return [{"epoch": epoch + 1, **rows[epoch]} for epoch in sorted(rows)]
-
-
-def backup_epoch(model_dir: str) -> int | None:
-    """Epochs finished according to BackupAndRestore's metadata, or None without a backup."""
-    path = os.path.join(model_dir, BACKUP, "training_metadata.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        try:
-            return int(json.load(f)["epoch"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            raise ValueError(
-                f"{path}: unreadable backup metadata ({error}); delete "
-                f"{os.path.join(model_dir, BACKUP)} to restart training"
-            ) from error
-
-
-def _check_config(model_dir: str, config: dict) -> dict | None:
-    """The previous config.json of model_dir (None if none); refuses another run's folder."""
-    path = os.path.join(model_dir, CONFIG)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        try:
-            previous = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from error
-    changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
-    if changed:
-        raise ValueError(
-            f"{path}: {model_dir} holds a run with other settings ({', '.join(changed)} "
-            "differ); use another model_dir, or delete this one to start over"
-        )
-    return previous
-
-
 def _shard_bytes(data_dir: str) -> int:
     return sum(os.path.getsize(path) for split in ("train", "test")
                for path in list_shards(data_dir, split))
@@ -513,15 +459,9 @@ def train_avd(
         "jit_compile": bool(jit_compile),
         "seed": seed,
     }))
-    os.makedirs(model_dir, exist_ok=True)
-    previous = _check_config(model_dir, run_config)
-    done = backup_epoch(model_dir)
-    metrics_path = os.path.join(model_dir, METRICS)
-    if previous is not None and done is None and os.path.isfile(metrics_path):
-        log(f"train: {model_dir} already holds this finished run ({metrics_path}); "
-            "delete it or use another model_dir to train again")
-        with open(metrics_path) as f:
-            return json.load(f)
+    finished, done = open_run(model_dir, run_config, program="train", log=log)
+    if finished is not None:
+        return finished
     # Keras' convention for multi-worker training: every worker runs the same
     # callbacks and saves (reading sync-on-read variables such as the metrics
     # is a collective op, so all must take part), but only the chief writes to
@@ -536,14 +476,7 @@ def train_avd(
         out_dir = throwaway.name
         if done is not None:
             shutil.copytree(os.path.join(model_dir, BACKUP), os.path.join(out_dir, BACKUP))
-    if done is None:
-        # A fresh start: rows of a run killed before its first backup are stale.
-        for stale in (HISTORY, METRICS):
-            if os.path.exists(os.path.join(out_dir, stale)):
-                os.remove(os.path.join(out_dir, stale))
-    else:
-        log(f"train: resuming from {os.path.join(model_dir, BACKUP)}: {done} of {epochs} "
-            f"epochs done, continuing at epoch {done + 1}")
+    start_run(model_dir, done, epochs, program="train", log=log, out_dir=out_dir)
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
@@ -629,9 +562,7 @@ __all__ = [
     "STRATEGIES",
     "StopOnNonFiniteLoss",
     "TrainingDivergedError",
-    "backup_epoch",
     "make_strategy",
-    "read_history",
     "resolve_config",
     "strides_for",
     "teacher_resolution_for",
