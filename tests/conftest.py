@@ -12,6 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
+from avd_tf.datasets import load_dataset
+from avd_tf.video import synthetic
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -37,6 +40,25 @@ def textured_frames(num_frames, height, width, seed, dx=1, dy=0):
         m = np.float32([[1, 0, dx * t], [0, 1, dy * t]])
         frames.append(cv2.warpAffine(big, m, (width, height), borderMode=cv2.BORDER_REFLECT))
     return frames
+
+
+def write_motion_videos(video_dir, classes, frames, size):
+    """Three videos of each demo-generator class in `classes`: two train, one test (folder layout)."""
+    for c, name in enumerate(classes):
+        for i in range(3):
+            split = "test" if i == 2 else "train"
+            clip = synthetic.render_video(name, seed=10 * c + i, frames=frames, size=size)
+            synthetic.write_video(video_dir / split / name / f"{name}_{i}.avi", clip)
+
+
+def prepare_folder(video_dir, out_dir, options) -> str:
+    """Prepares the folder dataset in `video_dir` into `out_dir`, two videos a shard; returns it."""
+    # Imported here: it loads TensorFlow, which the tests of the lighter modules never need.
+    from avd_tf.records.prepare import prepare
+
+    prepare(load_dataset("folder", video_dir=video_dir), str(video_dir), str(out_dir), options,
+            dataset_name="folder", videos_per_shard=2, progress=False, log=lambda _: None)
+    return str(out_dir)
 
 
 @pytest.fixture

@@ -20,14 +20,13 @@ import tensorflow as tf
 
 import avd_tf
 from avd_tf import visualize
-from avd_tf.datasets import load_dataset
 from avd_tf.inputs import avd_dataset, clip_dataset, to_signed_unit
 from avd_tf.models import build_avd, compile_avd, distill, get_preset
 from avd_tf.records import schema
 from avd_tf.records.convert import ConvertOptions
-from avd_tf.records.prepare import prepare
 from avd_tf.video import flow as flow_lib
 from avd_tf.video import synthetic
+from conftest import prepare_folder, write_motion_videos
 
 CLASSES = ["TranslateLeft", "TranslateRight"]
 FRAMES, SIZE = 12, 32
@@ -37,25 +36,16 @@ NARROW = dict(encoder_filters=(4, 4, 4, 4), decoder_filters=(4, 4, 4, 4),
 TIMEOUT = 300
 
 
-def make_prepared(root) -> str:
-    videos = root / "videos"
-    for c, name in enumerate(CLASSES):
-        for i in range(3):
-            split = "test" if i == 2 else "train"
-            clip = synthetic.render_video(name, seed=10 * c + i, frames=FRAMES, size=SIZE)
-            synthetic.write_video(videos / split / name / f"{name}_{i}.avi", clip)
-    wide = synthetic.render_video(CLASSES[1], seed=99, frames=5, size=70)[:, 10:60]
-    synthetic.write_video(videos / "test" / CLASSES[1] / "odd.avi", wide)
-    out = str(root / "prepared")
-    prepare(load_dataset("folder", video_dir=videos), str(videos), out,
-            ConvertOptions(size=SIZE, resize="none", flow="tvl1"), dataset_name="folder",
-            videos_per_shard=2, progress=False, log=lambda _: None)
-    return out
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return make_prepared(tmp_path_factory.mktemp("distill"))
+    """The videos and the odd one, prepared at their size with TV-L1 flow."""
+    root = tmp_path_factory.mktemp("distill")
+    videos = root / "videos"
+    write_motion_videos(videos, CLASSES, FRAMES, SIZE)
+    wide = synthetic.render_video(CLASSES[1], seed=99, frames=5, size=70)[:, 10:60]
+    synthetic.write_video(videos / "test" / CLASSES[1] / "odd.avi", wide)
+    return prepare_folder(videos, root / "prepared",
+                          ConvertOptions(size=SIZE, resize="none", flow="tvl1"))
 
 
 def stored_video(data_dir, video_id):

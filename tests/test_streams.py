@@ -14,35 +14,21 @@ import tensorflow as tf
 
 from avd_tf.classify import dynamic_images as di
 from avd_tf.classify import streams
-from avd_tf.datasets import load_dataset
 from avd_tf.records import images, schema
 from avd_tf.records.convert import ConvertOptions
-from avd_tf.records.prepare import prepare
-from avd_tf.video import synthetic
+from conftest import prepare_folder, write_motion_videos
 
 CLASSES = ["TranslateLeft", "TranslateRight"]
 FRAMES, SIZE = 22, 32
 LOCAL_STREAMS = [s for s in streams.STREAMS if s not in streams.AVD_STREAMS]
 
 
-def make_prepared(root) -> str:
-    """Writes the videos and prepares them (TV-L1 flow on); returns the prepared folder."""
-    videos = root / "videos"
-    for c, name in enumerate(CLASSES):
-        for i in range(3):
-            split = "test" if i == 2 else "train"
-            clip = synthetic.render_video(name, seed=10 * c + i, frames=FRAMES, size=SIZE)
-            synthetic.write_video(videos / split / name / f"{name}_{i}.avi", clip)
-    out = str(root / "prepared")
-    prepare(load_dataset("folder", video_dir=videos), str(videos), out,
-            ConvertOptions(size=SIZE, flow="tvl1"), dataset_name="folder", videos_per_shard=2,
-            progress=False, log=lambda _: None)
-    return out
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return make_prepared(tmp_path_factory.mktemp("streams"))
+    """The videos, prepared with TV-L1 flow."""
+    root = tmp_path_factory.mktemp("streams")
+    write_motion_videos(root / "videos", CLASSES, FRAMES, SIZE)
+    return prepare_folder(root / "videos", root / "prepared", ConvertOptions(size=SIZE, flow="tvl1"))
 
 
 def read_records(stream_dir, split):

@@ -23,13 +23,11 @@ import pytest
 import tensorflow as tf
 
 from avd_tf import visualize
-from avd_tf.datasets import load_dataset
 from avd_tf.inputs import clip_dataset
 from avd_tf.models import training
 from avd_tf.models.distill import load_encoder
 from avd_tf.records.convert import ConvertOptions
-from avd_tf.records.prepare import prepare
-from avd_tf.video import synthetic
+from conftest import prepare_folder, write_motion_videos
 
 CLASSES = ["TranslateLeft", "TranslateRight"]
 FRAMES, SIZE = 12, 32
@@ -38,24 +36,12 @@ TIMEOUT = 300
 TRAIN = [sys.executable, "-m", "avd_tf.apps.train"]
 
 
-def make_prepared(root) -> str:
-    """Writes the videos and prepares them (TV-L1 flow on); returns the prepared folder."""
-    videos = root / "videos"
-    for c, name in enumerate(CLASSES):
-        for i in range(3):
-            split = "test" if i == 2 else "train"
-            clip = synthetic.render_video(name, seed=10 * c + i, frames=FRAMES, size=SIZE)
-            synthetic.write_video(videos / split / name / f"{name}_{i}.avi", clip)
-    out = str(root / "prepared")
-    prepare(load_dataset("folder", video_dir=videos), str(videos), out,
-            ConvertOptions(size=SIZE, flow="tvl1"), dataset_name="folder", videos_per_shard=2,
-            progress=False, log=lambda _: None)
-    return out
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return make_prepared(tmp_path_factory.mktemp("training"))
+    """The videos, prepared with TV-L1 flow."""
+    root = tmp_path_factory.mktemp("training")
+    write_motion_videos(root / "videos", CLASSES, FRAMES, SIZE)
+    return prepare_folder(root / "videos", root / "prepared", ConvertOptions(size=SIZE, flow="tvl1"))
 
 
 def train_flags(data_dir, model_dir, epochs, *extra):
