@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from avd_tf.bench import flops
+from avd_tf import readme_section
 from avd_tf.bench import report as bench_report
 from avd_tf.bench.memory import peak_rss_mb, rss_mb
 from avd_tf.bench.preparation import tvl1_pairs_per_s
@@ -43,7 +44,8 @@ REQUIRED = (
 def test_avd_bench_writes_every_figure(tmp_path):
     output = tmp_path / "bench.json"
     readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n\n{bench_report.BEGIN}\nold table\n{bench_report.END}\n\nAfter.\n")
+    begin, end = readme_section.markers(bench_report.SECTION)
+    readme.write_text(f"# Title\n\n{begin}\nold table\n{end}\n\nAfter.\n")
     run = subprocess.run(
         [sys.executable, "-m", "avd_tf.apps.bench", "--quick", "--preset", "small",
          "--batch_size", "2", "--steps", "1", "--min_seconds", "0", "--repeats", "1", "--tvl1_pairs", "1",
@@ -77,15 +79,15 @@ def test_avd_bench_writes_every_figure(tmp_path):
     table = (tmp_path / "bench.md").read_text()
     assert f"| **{small['train_mfu']:.2f}** |" in table and "small (8x32x32, batch 2)" in table
     assert bench_report.markdown_table(report) == table
-    assert readme.read_text() == f"# Title\n\n{bench_report.BEGIN}\n{table}{bench_report.END}\n\nAfter.\n"
+    assert readme.read_text() == f"# Title\n\n{begin}\n{table}{end}\n\nAfter.\n"
     assert report["machine"]["cpu_model"] in table
 
 
 def test_readme_without_the_section_is_refused_with_its_name(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# No markers here\n")
-    with pytest.raises(ValueError, match="README.md: no avd-bench section"):
-        bench_report.write_readme_section(str(readme), "| table |\n")
+    with pytest.raises(ValueError, match="README.md: no avd-bench table section"):
+        readme_section.replace_section(str(readme), bench_report.SECTION, "| table |\n")
     assert readme.read_text() == "# No markers here\n"
 
 

@@ -37,8 +37,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_boolean("quick", False, "Few steps and repeats; paper preset at batch 2.")
 flags.DEFINE_string("output", "", "Write the results to this JSON file.")
 flags.DEFINE_string("markdown", "", "Write the results as a Markdown table to this file.")
-flags.DEFINE_string("readme", "", "Replace the avd-bench table section of this README with "
-                    "the results (between the markers of avd_tf.bench.report).")
+flags.DEFINE_string("readme", "", "Replace the 'avd-bench table' section of this Markdown file "
+                    "(see avd_tf.readme_section) with the results table.")
 flags.DEFINE_list("preset", ["paper", "small"], "AVD presets to measure.")
 flags.DEFINE_enum("stream", "rgb", ["rgb", "flow"], "Stream of the trained / distilling model.")
 flags.DEFINE_integer("batch_size", 0, "Training and distillation batch (0: the preset's; 2 for "
@@ -74,40 +74,18 @@ TVL1_EFFICIENCY_TARGET = 0.9
 SMALL_RSS_TARGET_MB = 4096.0
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _cpu_flags() -> list[str]:
-    wanted = {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16"}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return sorted(wanted & set(line.split(":", 1)[1].split()))
-    except OSError:
-        pass
-    return []
-
-
 def _machine() -> dict:
     import cv2
     import keras
     import numpy as np
     import tensorflow as tf
 
+    from avd_tf.bench.machine import cpu_flags, cpu_model
     from avd_tf.models.encoder import onednn_enabled
 
     return {
-        "cpu_model": _cpu_model(),
-        "cpu_flags": _cpu_flags(),
+        "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
@@ -373,7 +351,8 @@ def main(argv):
             f.write("\n")
         print(f"\nwrote {FLAGS.output}")
     if FLAGS.markdown or FLAGS.readme:
-        from avd_tf.bench.report import markdown_table, write_readme_section
+        from avd_tf.bench.report import SECTION, markdown_table
+        from avd_tf.readme_section import replace_section
 
         table = markdown_table(report)
         if FLAGS.markdown:
@@ -381,7 +360,7 @@ def main(argv):
                 f.write(table)
             print(f"wrote {FLAGS.markdown}")
         if FLAGS.readme:
-            write_readme_section(FLAGS.readme, table)
+            replace_section(FLAGS.readme, SECTION, table)
             print(f"updated the avd-bench table in {FLAGS.readme}")
     return 0
 

@@ -1,7 +1,5 @@
-"""avd-bench's figures as a Markdown table, and that table written into a README section."""
+"""avd-bench's figures as a Markdown table (written into a README by `avd-bench --readme`)."""
 from __future__ import annotations
-
-import os
 
 # (label, key, format) per row; a preset that did not measure a key shows "-".
 ROWS = (
@@ -19,8 +17,8 @@ ROWS = (
     ("**TV-L1 scaling** (target >= 0.9 N)", "tvl1_scaling", "**{:.2f}**"),
     ("dynamic images, clips/s", "dynamic_image_clips_per_s", "{:.3g}"),
 )
-BEGIN = "<!-- avd-bench table: begin (written by avd-bench --readme) -->"
-END = "<!-- avd-bench table: end -->"
+# The README section (avd_tf.readme_section) that `avd-bench --readme` replaces.
+SECTION = "avd-bench table"
 
 
 def markdown_table(report: dict) -> str:
@@ -53,22 +51,3 @@ def markdown_table(report: dict) -> str:
         "Targets missed: " + ("; ".join(missed) if missed else "none") + ".",
     ]
     return "\n".join(lines) + "\n"
-
-
-def write_readme_section(path: str, table: str) -> None:
-    """Replaces the text between BEGIN and END in `path` with `table`.
-
-    The markers must already be there, so the table's place in the README
-    is chosen by a person, not guessed.
-    """
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"{path}: no avd-bench section; add the lines {BEGIN!r} and {END!r} "
-                         "where the table should go")
-    updated = text[: start + len(BEGIN)] + "\n" + table + text[end:]
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(updated)
-    os.replace(temporary, path)
