@@ -223,6 +223,8 @@ def avd_training_lines(avd_dirs: dict) -> list[str]:
 def write_summary(output_dir: str, results: dict, figures: list[str], timings: dict, s: DemoSettings,
                   avd_dirs: dict) -> None:
     table = open(os.path.join(output_dir, "table.md")).read()
+    from avd_tf.bench.machine import cpu_model
+
     lines = [
         "# avd-demo summary",
         "",
@@ -236,7 +238,8 @@ def write_summary(output_dir: str, results: dict, figures: list[str], timings: d
         "",
         *avd_training_lines(avd_dirs),
         "",
-        "Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()),
+        "Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
+        + f" on {cpu_model()}, {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at the end).",
         "",
         "Figures: " + ", ".join(os.path.basename(f) for f in figures),
         "",
@@ -245,3 +248,30 @@ def write_summary(output_dir: str, results: dict, figures: list[str], timings: d
         f.write("\n".join(lines))
     with open(os.path.join(output_dir, "timings.json"), "w") as f:
         json.dump(timings, f, indent=1)
+
+
+README_SECTION = "avd-demo results"
+
+
+def write_readme(output_dir: str, readme: str) -> str:
+    """Puts a finished demo's summary (table, AVD figures, wall time) into `readme`.
+
+    Replaces the README's "avd-demo results" section (avd_tf.readme_section)
+    and copies the contact sheet to docs/images/ next to it, so the README
+    shows what the demo printed rather than typed-in figures. Returns the
+    image's path.
+    """
+    import shutil
+
+    from avd_tf.readme_section import replace_section
+
+    summary = os.path.join(output_dir, "summary.md")
+    if not os.path.exists(summary):
+        raise FileNotFoundError(f"{summary}: no finished demo in {output_dir}")
+    body = open(summary, encoding="utf-8").read().split("\n", 1)[1].strip()
+    body = "\n".join(line for line in body.splitlines() if not line.startswith("Figures: "))
+    image = os.path.join(os.path.dirname(os.path.abspath(readme)), "docs", "images", "demo_contact_sheet.png")
+    os.makedirs(os.path.dirname(image), exist_ok=True)
+    shutil.copyfile(os.path.join(output_dir, "contact_sheet.png"), image)
+    replace_section(readme, README_SECTION, body.strip() + "\n\n![demo contact sheet](docs/images/demo_contact_sheet.png)\n")
+    return image

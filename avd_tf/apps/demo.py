@@ -11,10 +11,11 @@ into the same folder reuses every finished stage.
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 from absl import app, flags
 
-from avd_tf.demo import STREAMS, DemoSettings, run_demo
+from avd_tf.demo import STREAMS, DemoSettings, run_demo, write_readme
 
 _DEFAULTS = DemoSettings()
 FLAGS = flags.FLAGS
@@ -30,10 +31,14 @@ flags.DEFINE_string("weights", _DEFAULTS.weights, "Backbone weights: imagenet, n
 flags.DEFINE_integer("input_size", _DEFAULTS.input_size, "Backbone input size.")
 flags.DEFINE_integer("finetune_epochs", _DEFAULTS.finetune_epochs, "Fine-tuning epochs per stream.")
 flags.DEFINE_integer("finetune_steps", _DEFAULTS.finetune_steps, "Fine-tuning steps per epoch.")
+flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Fine-tuning batch size.")
 flags.DEFINE_list("streams", list(STREAMS), "Streams to fine-tune and evaluate.")
 flags.DEFINE_integer("workers", _DEFAULTS.workers, "Preparation worker processes.")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of the demo data and of training.")
 flags.DEFINE_boolean("progress", True, "Show progress bars.")
+flags.DEFINE_string("readme", "", "After the demo, write its table and figures into the "
+                    "'avd-demo results' section of this Markdown file (and its contact sheet "
+                    "to docs/images/ beside it).")
 
 
 def main(argv):
@@ -51,12 +56,19 @@ def main(argv):
         input_size=FLAGS.input_size,
         finetune_epochs=FLAGS.finetune_epochs,
         finetune_steps=FLAGS.finetune_steps,
+        batch_size=FLAGS.batch_size,
         streams=tuple(FLAGS.streams),
         workers=FLAGS.workers,
         seed=FLAGS.seed,
         progress=FLAGS.progress,
     )
-    run_demo(FLAGS.output_dir, settings)
+    try:
+        run_demo(FLAGS.output_dir, settings)
+        if FLAGS.readme:
+            print(f"updated {FLAGS.readme} and {write_readme(FLAGS.output_dir, FLAGS.readme)}")
+    # Bad settings or files; RuntimeError includes a diverged training's message.
+    except (OSError, ValueError, RuntimeError) as error:
+        sys.exit(f"avd-demo: {error}")
 
 
 def run():

@@ -1,0 +1,64 @@
+"""avd-demo end to end with tiny settings: every stage, its outputs, a re-run that
+reuses them, and the README section it writes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from avd_tf import readme_section
+from avd_tf.demo import README_SECTION
+
+TINY = [
+    "--num_classes", "3", "--videos_per_class", "5", "--frames", "12", "--size", "32",
+    "--avd_epochs", "1", "--avd_steps", "2", "--finetune_epochs", "1", "--finetune_steps", "2",
+    "--input_size", "32", "--batch_size", "4", "--workers", "1", "--progress=false",
+]
+
+
+def run_demo(output_dir, *extra):
+    run = subprocess.run([sys.executable, "-m", "avd_tf.apps.demo", "--output_dir", str(output_dir), *TINY, *extra],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout
+
+
+def test_bad_settings_end_with_one_clear_line(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "avd_tf.apps.demo", "--output_dir", str(tmp_path),
+                          "--videos_per_class", "2"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1] == (
+        "avd-demo: videos_per_class=2 is fewer than groups=5: every group needs at least one clip")
+    assert "Traceback" not in run.stderr
+
+
+def test_demo_runs_every_stage_reuses_them_and_fills_the_readme(tmp_path):
+    out = tmp_path / "demo"
+    first = run_demo(out)
+    for stage in range(1, 7):
+        assert f"=== [{stage}/6]" in first
+    results = json.loads((out / "results.json").read_text())
+    streams = ["frame", "mean", "dynamic", "avd_rgb", "flow", "avd_flow"]
+    fusions = ["frame+flow", "flow+avd_flow", "avd_flow+avd_rgb", "flow+avd_flow+avd_rgb"]
+    for key in streams + fusions:
+        entry = results["streams"][key] if key in streams else results["fusions"][key]
+        assert 0.0 <= entry["top1"] <= entry["top5"] <= 1.0 and entry["num_videos"] > 0, key
+    for name in ("summary.md", "table.md", "contact_sheet.png", "avd_training.png", "confusion.png"):
+        assert (out / name).stat().st_size > 0, name
+    summary = (out / "summary.md").read_text()
+    assert "| AVD (RGB) |" in summary and "Wall time (s):" in summary
+    # AVD figures per stream: PSNR per epoch, and for RGB the image-vs-scene PSNR.
+    assert "* AVD(rgb): test PSNR per epoch" in summary and "image vs the clip's mean frame" in summary
+    assert "* AVD(flow): test PSNR per epoch" in summary
+
+    readme = tmp_path / "README.md"
+    begin, end = readme_section.markers(README_SECTION)
+    readme.write_text(f"# Project\n\n{begin}\nold\n{end}\n\n## Next\n")
+    second = run_demo(out, "--readme", str(readme))
+    # Finished stages are reused, not redone.
+    assert "reusing" in second and second.count("Epoch 1/") == 0
+    assert json.loads((out / "results.json").read_text()) == results
+    text = readme.read_text()
+    assert text.startswith(f"# Project\n\n{begin}\n") and text.endswith(f"{end}\n\n## Next\n")
+    assert "old" not in text and "| AVD (RGB) |" in text and "Wall time (s):" in text
+    assert (tmp_path / "docs" / "images" / "demo_contact_sheet.png").read_bytes() == (out / "contact_sheet.png").read_bytes()
