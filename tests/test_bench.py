@@ -15,7 +15,7 @@ from avd_tf import readme_section
 from avd_tf.bench import report as bench_report
 from avd_tf.bench.memory import peak_rss_mb, rss_mb
 from avd_tf.bench.preparation import tvl1_pairs_per_s
-from avd_tf.bench.training import TrainSettings
+from avd_tf.bench.training import TrainSettings, peak_gflops
 from avd_tf.models import PRESETS, get_preset
 
 REQUIRED = (
@@ -70,6 +70,7 @@ def test_avd_bench_writes_every_figure(tmp_path):
         small["train_gflops_per_s"] / small["peak_gflops_per_s"])
     assert small["peak_gflops_per_s"] == max(
         small["matmul_gflops_per_s"], small["conv3d_gflops_per_s"])
+    assert small["dtype_policy"] == "float32" and small["peak_dtype"] == "float32"
     assert set(small["checks"]) == {"train_mfu", "input_over_train", "tvl1_scaling", "peak_rss_mb"}
     # The trace of the profiled step was read: convolutions are among its top ops.
     op_types = [entry["name"] for entry in small["train_profile"]["op_types"]]
@@ -113,6 +114,11 @@ def test_layer_flops_of_the_paper_preset():
     assert 79e9 < sum(encoder) < 81e9  # "about 80 GFLOP per clip in E alone" (presets.py)
     flow = flops.analytic_train_flops(config, "flow")
     assert flow["encoder_layers"][0] == encoder[0] * 2 // 3
+
+
+def test_peak_is_measured_in_the_compute_dtype():
+    peak = peak_gflops(repeats=1, dtype="bfloat16")
+    assert peak["peak"] == max(peak["matmul"]["best"], peak["conv3d"]["best"]) > 0
 
 
 def test_memory_and_bad_settings():

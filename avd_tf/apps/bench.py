@@ -169,6 +169,7 @@ def _train(preset, config, batch_size, settings, result) -> None:
         "matmul_gflops_per_s": trained["matmul_gflops_per_s"]["best"],
         "conv3d_gflops_per_s": trained["conv3d_gflops_per_s"]["best"],
         "peak_gflops_per_s": trained["peak_gflops_per_s"],
+        "peak_dtype": trained["peak_dtype"],
         "train_mfu": train_gflops / trained["peak_gflops_per_s"],
         "peak_rss_mb": trained["peak_rss_mb"],
         "onednn": trained["onednn"],

@@ -80,35 +80,41 @@ def _time_calls(function, repeats: int) -> list[float]:
     return seconds
 
 
-def matmul_gflops(size: int = PEAK_MATMUL_SIZE, repeats: int = 5) -> dict:
-    """GFLOP/s of a float32 size x size matmul: best and median of `repeats`."""
+def matmul_gflops(size: int = PEAK_MATMUL_SIZE, repeats: int = 5, dtype: str = "float32") -> dict:
+    """GFLOP/s of a size x size matmul in `dtype`: best and median of `repeats`."""
     import tensorflow as tf
 
-    a = tf.random.stateless_uniform([size, size], seed=[1, 2])
-    b = tf.random.stateless_uniform([size, size], seed=[3, 4])
+    a = tf.cast(tf.random.stateless_uniform([size, size], seed=[1, 2]), dtype)
+    b = tf.cast(tf.random.stateless_uniform([size, size], seed=[3, 4]), dtype)
     matmul = tf.function(lambda: tf.linalg.matmul(a, b))
     best, median = _best_and_median(_time_calls(lambda: matmul().numpy(), repeats))
     flops = 2 * size**3
     return {"best": flops / best / 1e9, "median": flops / median / 1e9}
 
 
-def conv3d_gflops(shape=PEAK_CONV3D_SHAPE, kernel=KERNEL, repeats: int = 5) -> dict:
-    """GFLOP/s of a float32 stride-1 'same' Conv3D; shape is (B, T, H, W, C_in, C_out)."""
+def conv3d_gflops(shape=PEAK_CONV3D_SHAPE, kernel=KERNEL, repeats: int = 5,
+                  dtype: str = "float32") -> dict:
+    """GFLOP/s of a stride-1 'same' Conv3D in `dtype`; shape is (B, T, H, W, C_in, C_out)."""
     import tensorflow as tf
 
     batch, frames, height, width, c_in, c_out = shape
-    x = tf.random.stateless_uniform([batch, frames, height, width, c_in], seed=[5, 6])
-    w = tf.random.stateless_uniform(list(kernel) + [c_in, c_out], seed=[7, 8])
+    x = tf.cast(tf.random.stateless_uniform([batch, frames, height, width, c_in], seed=[5, 6]), dtype)
+    w = tf.cast(tf.random.stateless_uniform(list(kernel) + [c_in, c_out], seed=[7, 8]), dtype)
     conv = tf.function(lambda: tf.nn.conv3d(x, w, [1, 1, 1, 1, 1], "SAME"))
     best, median = _best_and_median(_time_calls(lambda: conv().numpy(), repeats))
     flops = 2 * np.prod(kernel) * c_in * c_out * batch * frames * height * width
     return {"best": flops / best / 1e9, "median": flops / median / 1e9}
 
 
-def peak_gflops(repeats: int = 5) -> dict:
-    """Dense matmul and Conv3D GFLOP/s; "peak" is the higher of the two bests."""
-    matmul = matmul_gflops(repeats=repeats)
-    conv = conv3d_gflops(repeats=repeats)
+def peak_gflops(repeats: int = 5, dtype: str = "float32") -> dict:
+    """Dense matmul and Conv3D GFLOP/s in `dtype`; "peak" is the higher of the two bests.
+
+    Mixed-precision training is compared with the peak of its compute dtype
+    (bfloat16 / float16): on CPUs with AMX or AVX512-FP16 that peak is
+    several times float32's, and an MFU against float32 would flatter it.
+    """
+    matmul = matmul_gflops(repeats=repeats, dtype=dtype)
+    conv = conv3d_gflops(repeats=repeats, dtype=dtype)
     return {"matmul": matmul, "conv3d": conv, "peak": max(matmul["best"], conv["best"])}
 
 
@@ -180,7 +186,8 @@ def measure_training(settings: TrainSettings) -> dict:
     config = get_preset(settings.preset)
     batch_size = settings.batch_size or config.batch_size
     load_before = os.getloadavg()
-    peak_before = peak_gflops(settings.peak_repeats)
+    compute_dtype = keras.mixed_precision.global_policy().compute_dtype
+    peak_before = peak_gflops(settings.peak_repeats, compute_dtype)
 
     keras.utils.set_random_seed(settings.seed)
     model = build_training_model(config, settings.stream, settings.native_strides,
@@ -206,7 +213,7 @@ def measure_training(settings: TrainSettings) -> dict:
         tf.profiler.experimental.stop()
         profile = op_time_summary(settings.profile_dir)
 
-    peaks = _merge_peaks(peak_before, peak_gflops(settings.peak_repeats))
+    peaks = _merge_peaks(peak_before, peak_gflops(settings.peak_repeats, compute_dtype))
     best, median = _best_and_median(step_seconds)
     return {
         "settings": dataclasses.asdict(settings),
@@ -219,6 +226,7 @@ def measure_training(settings: TrainSettings) -> dict:
         "matmul_gflops_per_s": peaks["matmul"],
         "conv3d_gflops_per_s": peaks["conv3d"],
         "peak_gflops_per_s": peaks["peak"],
+        "peak_dtype": compute_dtype,
         "onednn": onednn_enabled(),
         "native_strides": bool(model.encoder._native),
         "jit_compile": bool(model.jit_compile),
