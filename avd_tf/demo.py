@@ -63,24 +63,33 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
     from avd_tf.video.synthetic import make_demo_dataset
 
     s = settings or DemoSettings()
-    started = time.time()
-    timings = {}
     os.makedirs(output_dir, exist_ok=True)
+    timings = {}
+    # A stage reused from an earlier run keeps that run's wall time, so the
+    # summary of a re-run still says what the whole demo costs.
+    timings_path = os.path.join(output_dir, "timings.json")
+    previous = json.load(open(timings_path)) if os.path.exists(timings_path) else {}
+
+    def finish(name: str, started: float, reused: bool) -> None:
+        timings[name] = previous[name] if reused and name in previous else time.time() - started
+
     video_root = os.path.join(output_dir, "videos")
     data_dir = os.path.join(output_dir, "prepared")
     avd_streams = [x for x in ("rgb", "flow") if f"avd_{x}" in s.streams]
     total = 6
 
     t = _stage(log, 1, total, "demo videos (camera motions over random textures)")
-    if os.path.exists(os.path.join(video_root, "demo_data.json")):
+    reused = os.path.exists(os.path.join(video_root, "demo_data.json"))
+    if reused:
         log(f"reusing {video_root}")
     else:
         make_demo_dataset(video_root, num_classes=s.num_classes, videos_per_class=s.videos_per_class,
                           frames=s.frames, size=s.size, seed=s.seed, log=log)
-    timings["videos"] = time.time() - t
+    finish("videos", t, reused)
 
     t = _stage(log, 2, total, "avd-prepare: JPEG frames + TV-L1 flow -> TFRecords")
-    if os.path.exists(os.path.join(data_dir, "manifest.json")):
+    reused = os.path.exists(os.path.join(data_dir, "manifest.json"))
+    if reused:
         log(f"reusing {data_dir}")
     else:
         dataset = load_dataset("ucf101", video_dir=os.path.join(video_root, "videos"),
@@ -88,29 +97,28 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
         prepare(dataset, os.path.join(video_root, "videos"), data_dir,
                 ConvertOptions(size=s.size, clip_frames=8), dataset_name="demo",
                 workers=s.workers, progress=s.progress, log=log)
-    timings["prepare"] = time.time() - t
+    finish("prepare", t, reused)
 
     t = _stage(log, 3, total, f"avd-train: AVD on {', '.join(avd_streams)}")
-    avd_dirs = {}
+    avd_dirs = {stream: os.path.join(output_dir, f"avd_{stream}") for stream in avd_streams}
+    reused = _all_finished(avd_dirs.values())
     for stream in avd_streams:
-        avd_dirs[stream] = os.path.join(output_dir, f"avd_{stream}")
         train_avd(data_dir, avd_dirs[stream], stream=stream, preset=s.avd_preset,
                   epochs=s.avd_epochs, steps_per_epoch=s.avd_steps, seed=s.seed,
                   progress=s.progress, log=log)
-    timings["avd_train"] = time.time() - t
+    finish("avd_train", t, reused)
 
     t = _stage(log, 4, total, f"avd-finetune: {s.backbone} ({s.weights}) on {', '.join(s.streams)}")
-    model_dirs = []
-    for stream in s.streams:
-        model_dir = os.path.join(output_dir, "classifiers", stream)
+    model_dirs = [os.path.join(output_dir, "classifiers", stream) for stream in s.streams]
+    reused = _all_finished(model_dirs)
+    for stream, model_dir in zip(s.streams, model_dirs):
         log(f"--- stream {stream}")
         finetune(data_dir, stream, model_dir, backbone=s.backbone, weights=s.weights,
                  epochs=s.finetune_epochs, steps_per_epoch=s.finetune_steps, batch_size=s.batch_size,
                  input_size=s.input_size, lr=s.finetune_lr, lr_decay=s.finetune_lr_decay,
                  seed=s.seed, avd_model_dir=avd_dirs.get(stream.replace("avd_", "")) if stream.startswith("avd_") else None,
                  progress=s.progress, log=log)
-        model_dirs.append(model_dir)
-    timings["finetune"] = time.time() - t
+    finish("finetune", t, reused)
 
     t = _stage(log, 5, total, "avd-evaluate: video-level accuracy per stream and late fusion")
     fusions = [f for f in FUSIONS if set(f.split("+")) <= set(s.streams)]
@@ -118,15 +126,22 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
                        output=os.path.join(output_dir, "results.json"),
                        confusion_png=os.path.join(output_dir, "confusion.png"),
                        markdown=os.path.join(output_dir, "table.md"), progress=s.progress, log=log)
-    timings["evaluate"] = time.time() - t
+    finish("evaluate", t, False)
 
     t = _stage(log, 6, total, "figures and summary.md")
     figures = write_figures(output_dir, data_dir, avd_dirs, s)
-    timings["figures"] = time.time() - t
-    timings["total"] = time.time() - started
+    finish("figures", t, False)
+    timings["total"] = sum(timings.values())
     write_summary(output_dir, results, figures, timings, s, avd_dirs)
     log(open(os.path.join(output_dir, "summary.md")).read())
     return results
+
+
+def _all_finished(run_dirs) -> bool:
+    """Whether every training run in `run_dirs` has written its metrics.json (its end mark)."""
+    from avd_tf.run_dir import METRICS
+
+    return all(os.path.exists(os.path.join(path, METRICS)) for path in run_dirs)
 
 
 def write_figures(output_dir: str, data_dir: str, avd_dirs: dict, s: DemoSettings) -> list[str]:

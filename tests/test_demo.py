@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from avd_tf import readme_section
 from avd_tf.demo import README_SECTION
 
@@ -51,6 +53,7 @@ def test_demo_runs_every_stage_reuses_them_and_fills_the_readme(tmp_path):
     assert "* AVD(rgb): test PSNR per epoch" in summary and "image vs the clip's mean frame" in summary
     assert "* AVD(flow): test PSNR per epoch" in summary
 
+    timings = json.loads((out / "timings.json").read_text())
     readme = tmp_path / "README.md"
     begin, end = readme_section.markers(README_SECTION)
     readme.write_text(f"# Project\n\n{begin}\nold\n{end}\n\n## Next\n")
@@ -58,6 +61,11 @@ def test_demo_runs_every_stage_reuses_them_and_fills_the_readme(tmp_path):
     # Finished stages are reused, not redone.
     assert "reusing" in second and second.count("Epoch 1/") == 0
     assert json.loads((out / "results.json").read_text()) == results
+    # Reused stages keep the first run's wall time; the total still adds up.
+    again = json.loads((out / "timings.json").read_text())
+    for stage in ("videos", "prepare", "avd_train", "finetune"):
+        assert again[stage] == timings[stage], stage
+    assert again["total"] == pytest.approx(sum(v for k, v in again.items() if k != "total"))
     text = readme.read_text()
     assert text.startswith(f"# Project\n\n{begin}\n") and text.endswith(f"{end}\n\n## Next\n")
     assert "old" not in text and "| AVD (RGB) |" in text and "Wall time (s):" in text
