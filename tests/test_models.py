@@ -27,6 +27,7 @@ from avd_tf.models import (
     compile_avd,
     get_preset,
 )
+from avd_tf.models.encoder import one_frame_conv
 
 SIZE = 16
 # The small preset at 16x16 (T's input resolution must divide the image size).
@@ -131,6 +132,28 @@ def test_stride_one_layers_compute_the_native_strided_convolutions():
     expected = native(images, training=True)
     assert expected.shape == (2, 8, 6, 6, 3)
     np.testing.assert_allclose(stride_one(images, training=True), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer_class, strides", [
+    (keras.layers.Conv3D, (1, 1, 1)), (keras.layers.Conv3D, (2, 1, 1)),
+    (keras.layers.Conv3DTranspose, (1, 1, 1))])
+def test_one_frame_layers_use_the_centre_tap_with_the_same_values_and_gradients(layer_class, strides):
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(-1, 1, (2, 1, 6, 6, 4)).astype("float32"))
+    conv = layer_class(5, (3, 5, 5), strides=strides, padding="same", use_bias=True)
+    conv.build(x.shape)
+    conv.bias.assign(rng.uniform(-1, 1, 5).astype("float32"))
+    grads = []
+    for run in (conv, lambda v: one_frame_conv(conv, v)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = run(x)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        grads.append((y, *tape.gradient(loss, [x, conv.kernel, conv.bias])))
+    for full, centre in zip(*grads):
+        np.testing.assert_allclose(centre, full, atol=1e-5)
+    # The off-centre taps only ever meet padding: their gradient is zero both ways.
+    assert not np.any(grads[0][2].numpy()[[0, 2]])
 
 
 def test_one_train_step_updates_every_network(video):

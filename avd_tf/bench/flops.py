@@ -3,7 +3,11 @@
 The model's FLOPs are those of its definition (paper section 4.2): a
 temporal stride-2 layer is counted at stride 2 even when it runs as a
 stride-1 convolution kept at every other step (`resolve_native_strides`),
-which computes twice as much and throws half away. MFU ("model FLOPs
+which computes twice as much and throws half away. A layer whose input is
+one frame is counted with the centre tap of its temporal kernel only: the
+other taps meet nothing but padding zeros, and the model skips them
+(`one_frame_conv`), so counting them would credit it with work on zeros.
+MFU ("model FLOPs
 utilisation", Chowdhery et al. 2022) divides these FLOPs, not the ones a
 particular kernel executes, by the time taken.
 
@@ -49,10 +53,16 @@ def encoder_layer_flops(config: AVDConfig, channels: int, kernel_size=(3, 5, 5))
     widths = config.encoder_filters + (3,)
     flops, frames, c_in = [], config.num_frames, channels
     for width, stride in zip(widths, config.temporal_strides):
+        kernel = _one_frame_kernel(kernel_size) if frames == 1 else kernel_size
         frames = -(-frames // stride)
-        flops.append(conv_flops(kernel_size, c_in, width, frames * pixels))
+        flops.append(conv_flops(kernel, c_in, width, frames * pixels))
         c_in = width
     return flops
+
+
+def _one_frame_kernel(kernel_size):
+    """The taps a layer on a one-frame clip computes (`avd_tf.models.encoder.one_frame_conv`)."""
+    return (1,) + tuple(kernel_size[1:])
 
 
 def decoder_layer_flops(config: AVDConfig, channels: int, kernel_size=(3, 5, 5)) -> list[int]:
@@ -61,7 +71,8 @@ def decoder_layer_flops(config: AVDConfig, channels: int, kernel_size=(3, 5, 5))
     widths = config.decoder_filters + (channels,)
     flops, frames, c_in = [], 1, 3
     for width, stride in zip(widths, config.temporal_strides[::-1]):
-        flops.append(conv_flops(kernel_size, c_in, width, frames * pixels))
+        kernel = _one_frame_kernel(kernel_size) if frames == 1 and stride == 1 else kernel_size
+        flops.append(conv_flops(kernel, c_in, width, frames * pixels))
         frames *= stride
         c_in = width
     return flops

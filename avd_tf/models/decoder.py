@@ -11,6 +11,7 @@ from avd_tf.models.encoder import (
     check_kernel_size,
     check_layer_config,
     conv_bn_stack,
+    one_frame_conv,
     resolve_native_strides,
     same_stride2_offset,
 )
@@ -98,9 +99,12 @@ class Decoder(keras.Model):
     def call(self, images, training=None):
         x = ops.expand_dims(images, axis=1)
         for i, (conv, stride) in enumerate(zip(self.convs, self.temporal_strides)):
-            if not self._native and stride == 2:
-                x = self._insert_zeros(x)
-            x = conv(x)
+            if stride == 1 and x.shape[1] == 1:
+                x = one_frame_conv(conv, x)
+            elif self._native or stride == 1:
+                x = conv(x)
+            else:
+                x = conv(self._insert_zeros(x))
             if i < len(self.norms):
                 x = self.leaky_relu(self.norms[i](x, training=training))
         return self.tanh(x)

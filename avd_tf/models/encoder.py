@@ -120,6 +120,27 @@ def same_stride2_offset(length: int, kernel: int) -> int:
     return (kernel - 1) // 2 - pad_total // 2
 
 
+def one_frame_conv(conv, x):
+    """`conv`'s output for clips of one frame, from the centre tap of its temporal kernel.
+
+    With 'same' padding, the other taps of an odd temporal kernel only ever
+    meet padding zeros on a one-frame clip, so the output and every gradient
+    are the same (the unused taps' gradients are zero either way) for a
+    third of the arithmetic. It matters on CPUs: oneDNN has no direct
+    weight-gradient kernel for a 3-tap kernel over one padded frame and falls
+    back to im2col + GEMM, ~20 ms a call against ~1 ms for this
+    (docs/performance.md). Holds for a Conv3D of any stride and for a
+    stride-1 Conv3DTranspose.
+    """
+    centre = conv.kernel_size[0] // 2
+    kernel = ops.cast(conv.kernel[centre : centre + 1], x.dtype)
+    if isinstance(conv, layers.Conv3DTranspose):
+        y = ops.conv_transpose(x, kernel, strides=1, padding="same")
+    else:
+        y = ops.conv(x, kernel, strides=1, padding="same")
+    return y + ops.cast(conv.bias, y.dtype) if conv.use_bias else y
+
+
 @keras.saving.register_keras_serializable(package="avd_tf")
 class Encoder(keras.Model):
     """E: five Conv3D layers mapping a clip (B, T, H, W, C) to an image (B, H, W, 3).
@@ -200,7 +221,9 @@ class Encoder(keras.Model):
     def call(self, clips, training=None):
         x = clips
         for i, (conv, stride) in enumerate(zip(self.convs, self.temporal_strides)):
-            if self._native or stride == 1:
+            if x.shape[1] == 1:
+                x = one_frame_conv(conv, x)
+            elif self._native or stride == 1:
                 x = conv(x)
             else:
                 x = conv(x)[:, same_stride2_offset(x.shape[1], self.kernel_size[0]) :: 2]
