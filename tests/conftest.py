@@ -51,6 +51,14 @@ def write_motion_videos(video_dir, classes, frames, size):
             synthetic.write_video(video_dir / split / name / f"{name}_{i}.avi", clip)
 
 
+def prepared_motion_videos(root, classes, frames, size) -> str:
+    """write_motion_videos in root/videos, prepared with TV-L1 flow into root/prepared."""
+    from avd_tf.records.convert import ConvertOptions
+
+    write_motion_videos(root / "videos", classes, frames, size)
+    return prepare_folder(root / "videos", root / "prepared", ConvertOptions(size=size, flow="tvl1"))
+
+
 def prepare_folder(video_dir, out_dir, options) -> str:
     """Prepares the folder dataset in `video_dir` into `out_dir`, two videos a shard; returns it."""
     # Imported here: it loads TensorFlow, which the tests of the lighter modules never need.

@@ -15,8 +15,7 @@ import tensorflow as tf
 from avd_tf.classify import dynamic_images as di
 from avd_tf.classify import streams
 from avd_tf.records import images, schema
-from avd_tf.records.convert import ConvertOptions
-from conftest import prepare_folder, write_motion_videos
+from conftest import prepared_motion_videos
 
 CLASSES = ["TranslateLeft", "TranslateRight"]
 FRAMES, SIZE = 22, 32
@@ -26,9 +25,7 @@ LOCAL_STREAMS = [s for s in streams.STREAMS if s not in streams.AVD_STREAMS]
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """The videos, prepared with TV-L1 flow."""
-    root = tmp_path_factory.mktemp("streams")
-    write_motion_videos(root / "videos", CLASSES, FRAMES, SIZE)
-    return prepare_folder(root / "videos", root / "prepared", ConvertOptions(size=SIZE, flow="tvl1"))
+    return prepared_motion_videos(tmp_path_factory.mktemp("streams"), CLASSES, FRAMES, SIZE)
 
 
 def read_records(stream_dir, split):

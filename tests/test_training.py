@@ -26,8 +26,7 @@ from avd_tf import visualize
 from avd_tf.inputs import clip_dataset
 from avd_tf.models import training
 from avd_tf.models.distill import load_encoder
-from avd_tf.records.convert import ConvertOptions
-from conftest import prepare_folder, write_motion_videos
+from conftest import prepared_motion_videos
 
 CLASSES = ["TranslateLeft", "TranslateRight"]
 FRAMES, SIZE = 12, 32
@@ -39,9 +38,7 @@ TRAIN = [sys.executable, "-m", "avd_tf.apps.train"]
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """The videos, prepared with TV-L1 flow."""
-    root = tmp_path_factory.mktemp("training")
-    write_motion_videos(root / "videos", CLASSES, FRAMES, SIZE)
-    return prepare_folder(root / "videos", root / "prepared", ConvertOptions(size=SIZE, flow="tvl1"))
+    return prepared_motion_videos(tmp_path_factory.mktemp("training"), CLASSES, FRAMES, SIZE)
 
 
 def train_flags(data_dir, model_dir, epochs, *extra):

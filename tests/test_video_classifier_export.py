@@ -17,8 +17,7 @@ from avd_tf.classify.export import INFO_FILE, export_video_classifier
 from avd_tf.classify.finetune import finetune
 from avd_tf.inputs import clip_dataset
 from avd_tf.models import build_avd
-from avd_tf.records.convert import ConvertOptions
-from conftest import prepare_folder, write_motion_videos
+from conftest import prepared_motion_videos
 
 CLASSES = ["TranslateLeft", "TranslateRight"]
 FRAMES, SIZE, INPUT_SIZE, CLIPS = 14, 32, 64, 3
@@ -26,9 +25,7 @@ FRAMES, SIZE, INPUT_SIZE, CLIPS = 14, 32, 64, 3
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("classifier_export")
-    write_motion_videos(root / "videos", CLASSES, FRAMES, SIZE)
-    return prepare_folder(root / "videos", root / "prepared", ConvertOptions(size=SIZE, flow="tvl1"))
+    return prepared_motion_videos(tmp_path_factory.mktemp("classifier_export"), CLASSES, FRAMES, SIZE)
 
 
 def avd_model(root, source):
