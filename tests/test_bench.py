@@ -125,5 +125,5 @@ def test_memory_and_bad_settings():
     assert 0 < rss_mb() <= peak_rss_mb()
     with pytest.raises(ValueError, match="steps, peak_repeats and profile_steps"):
         TrainSettings(steps=0)
-    with pytest.raises(ValueError, match="workers and pairs_per_worker"):
+    with pytest.raises(ValueError, match="workers, pairs_per_worker and repeats"):
         tvl1_pairs_per_s(32, 0)
