@@ -121,7 +121,8 @@ PRESETS = {
     ),
     # CPU-friendly, used by tests and the demo: 8-frame 32x32 clips folded by
     # three stride-2 layers first (cheaper than folding late), narrow layers:
-    # ~100 clips/s of training on 2 cores with oneDNN (docs/performance.md).
+    # ~110 clips/s of training on 2 AVX2 cores with oneDNN, ~195 on 2 AVX-512
+    # cores (docs/performance.md).
     # Widths 16-32-32-32 reached the same PSNR per second of training, not
     # per step (3x slower steps).
     "small": AVDConfig(
