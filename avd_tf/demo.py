@@ -32,8 +32,10 @@ class DemoSettings:
     workers: int = os.cpu_count() or 1
     avd_preset: str = "small"
     avd_epochs: int = 6
-    # 600 steps per stream (~70 s each here): the images then show the clip's
-    # scene (measured: correlation 0.83 with the clip's mean frame, 21 dB PSNR).
+    # 600 steps per stream (~50 s each on 2 AVX-512 cores): the images then
+    # show the clip's scene in most runs (PSNR against the clip's mean frame:
+    # 19.9-20.5 dB for seeds 0 and 1 of AVD training, 12-13 dB for seed 2 and
+    # for the videos of --seed 1; README).
     avd_steps: int = 100
     backbone: str = "efficientnet_lite0"
     weights: str = "imagenet"
