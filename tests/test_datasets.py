@@ -19,16 +19,12 @@ from avd_tf.datasets import (
     load_ucf101,
     resolve_path,
 )
+from conftest import SHARED_DATA, needs_real
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 UCF_SPLITS = SHARED_DATA / "ucf101_splits"
 HMDB_SPLITS = SHARED_DATA / "hmdb51_splits"
 KINETICS_SPLITS = SHARED_DATA / "kinetics400"
 
-needs_real = pytest.mark.skipif(
-    not SHARED_DATA.is_dir(),
-    reason=f"real split files not found at {SHARED_DATA} (the shared data folder next to the repo)",
-)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from avd_tf.classify import report, scores
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, needs_real
 
 # Two streams, two videos, three classes (hand-computed below).
 A = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
@@ -169,6 +169,7 @@ def test_match_classes_ignores_case_and_separators_only():
     assert scores.match_classes(a, ["walk"]) == {}
 
 
+@needs_real
 def test_match_classes_on_the_real_ucf101_and_hmdb51_names():
     ucf, hmdb = _class_names("ucf101"), _class_names("hmdb51")
     assert len(ucf) == 101 and len(hmdb) == 51
