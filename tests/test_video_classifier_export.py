@@ -93,6 +93,8 @@ def test_only_avd_classifiers_export_and_the_program_says_why(data_dir, tmp_path
              log=lambda _: None)
     with pytest.raises(ValueError, match="config.json: stream 'frame' is not an AVD stream"):
         export_video_classifier(classifier_dir, str(tmp_path / "export"))
+    with pytest.raises(ValueError, match="an AVD model folder .* avd-export --model_dir"):
+        export_video_classifier(avd_model(tmp_path, "rgb"), str(tmp_path / "export"))
     run = subprocess.run([sys.executable, "-m", "avd_tf.apps.export", "--classifier_dir",
                           classifier_dir, "--export_dir", str(tmp_path / "export")],
                          capture_output=True, text=True, timeout=300)

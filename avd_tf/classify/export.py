@@ -26,10 +26,16 @@ import os
 import keras
 import tensorflow as tf
 
-from avd_tf.classify.evaluate import load_model, read_model_config
+from avd_tf.classify.evaluate import MODEL, load_model, read_model_config
 from avd_tf.classify.streams import AVD_STREAMS
 from avd_tf.inputs import augment, sampling
-from avd_tf.models.distill import encoder_spec, images_to_uint8, load_encoder
+from avd_tf.models.distill import (
+    AVD_FILE,
+    ENCODER_FILE,
+    encoder_spec,
+    images_to_uint8,
+    load_encoder,
+)
 
 VIDEO_ENDPOINT = "classify_video"
 CLIPS_ENDPOINT = "classify_clips"
@@ -60,6 +66,10 @@ def export_video_classifier(classifier_dir: str, export_dir: str, *,
     classifier's stream was distilled with. The description is also
     written to `export_dir/avd_classifier.json` (classes, signatures).
     """
+    if not os.path.exists(os.path.join(classifier_dir, MODEL)) and any(
+            os.path.exists(os.path.join(classifier_dir, name)) for name in (ENCODER_FILE, AVD_FILE)):
+        raise ValueError(f"{classifier_dir}: an AVD model folder (avd-train's), not a classifier "
+                         "(avd-finetune's); export E alone with avd-export --model_dir")
     config = read_model_config(classifier_dir)
     avd_dir = _avd_model_dir(classifier_dir, config, avd_model_dir)
     encoder = load_encoder(avd_dir)
