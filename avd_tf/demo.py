@@ -10,10 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from typing import Callable
 
 import numpy as np
+
+from avd_tf.bench.machine import cpu_model
+from avd_tf.readme_section import replace_section
 
 STREAMS = ("frame", "mean", "dynamic", "avd_rgb", "flow", "avd_flow")
 # The paper's Table 1 fusions, plus RGB+OF (the classic two-stream pair).
@@ -240,8 +244,6 @@ def avd_training_lines(avd_dirs: dict) -> list[str]:
 def write_summary(output_dir: str, results: dict, figures: list[str], timings: dict, s: DemoSettings,
                   avd_dirs: dict) -> None:
     table = open(os.path.join(output_dir, "table.md")).read()
-    from avd_tf.bench.machine import cpu_model
-
     lines = [
         "# avd-demo summary",
         "",
@@ -278,17 +280,13 @@ def write_readme(output_dir: str, readme: str) -> str:
     shows what the demo printed rather than typed-in figures. Returns the
     image's path.
     """
-    import shutil
-
-    from avd_tf.readme_section import replace_section
-
     summary = os.path.join(output_dir, "summary.md")
     if not os.path.exists(summary):
         raise FileNotFoundError(f"{summary}: no finished demo in {output_dir}")
-    body = open(summary, encoding="utf-8").read().split("\n", 1)[1].strip()
-    body = "\n".join(line for line in body.splitlines() if not line.startswith("Figures: "))
+    body = open(summary, encoding="utf-8").read().split("\n", 1)[1]
+    body = "\n".join(line for line in body.splitlines() if not line.startswith("Figures: ")).strip()
     image = os.path.join(os.path.dirname(os.path.abspath(readme)), "docs", "images", "demo_contact_sheet.png")
     os.makedirs(os.path.dirname(image), exist_ok=True)
     shutil.copyfile(os.path.join(output_dir, "contact_sheet.png"), image)
-    replace_section(readme, README_SECTION, body.strip() + "\n\n![demo contact sheet](docs/images/demo_contact_sheet.png)\n")
+    replace_section(readme, README_SECTION, body + "\n\n![demo contact sheet](docs/images/demo_contact_sheet.png)\n")
     return image
