@@ -30,7 +30,8 @@ def read_history(model_dir: str) -> list[dict]:
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
             try:
-                values = {k: float(v) for k, v in row.items() if v not in ("", None)}
+                # CSVLogger writes "NA" for the val_ columns of a run without validation.
+                values = {k: float(v) for k, v in row.items() if v not in ("", None, "NA")}
                 rows[int(values.pop("epoch"))] = values
             except (KeyError, ValueError) as error:
                 raise ValueError(f"{path}: unreadable row {row} ({error})") from error

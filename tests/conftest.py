@@ -24,6 +24,10 @@ needs_real = pytest.mark.skipif(
 )
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than ~20 s (skip with -m 'not slow')")
+
+
 def write_video(path, frames_rgb, fps=25.0, fourcc="MJPG", color=True):
     """Writes RGB frames (or 2-D grey frames with color=False) with cv2.VideoWriter."""
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from avd_tf.classify import finetune as ft
 from avd_tf.classify import streams
@@ -58,6 +61,7 @@ def test_two_epochs_write_model_config_metrics(data_dir, tmp_path):
     assert config["data_dir"] == os.path.abspath(data_dir) and config["avd_model_dir"] is None
     assert config["stream_dir"] == streams.default_cache_dir(os.path.abspath(data_dir), "dynamic")
     assert config["epochs"] == 2 and config["steps_per_epoch"] == 3
+    assert config["select_on"] == "last" and config["validation"] is None
 
     with open(os.path.join(model_dir, ft.METRICS)) as f:
         assert json.load(f) == metrics
@@ -65,12 +69,15 @@ def test_two_epochs_write_model_config_metrics(data_dir, tmp_path):
     assert [row["epoch"] for row in history] == [1, 2]
     assert history[1]["learning_rate"] == pytest.approx(0.1 * history[0]["learning_rate"])
     assert history[0]["learning_rate"] == pytest.approx(0.01)
-    assert metrics["best"]["val_accuracy"] == max(row["val_accuracy"] for row in history)
-    assert metrics["last"] == history[-1] and 0.0 <= metrics["last"]["val_accuracy"] <= 1.0
+    # No validation at all: the last epoch is kept, and nothing is "best".
+    assert not any("val_accuracy" in row for row in history) and "best" not in metrics
+    assert metrics["last"] == history[-1]
+    assert metrics["selected"] == {"rule": "last", **history[-1]}
     assert metrics["train_time_s"] > 0 and metrics["wall_time_s"] >= metrics["train_time_s"]
     assert not os.path.exists(os.path.join(model_dir, ft.BACKUP))  # removed when finished
 
     model = keras.models.load_model(os.path.join(model_dir, ft.MODEL))
+    assert int(model.optimizer.iterations) == 2 * 3  # saved after the last epoch's 3 steps
     scores = model.predict(np.zeros((3, 64, 64, 3), np.float32), verbose=0)
     assert scores.shape == (3, 2)
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
@@ -93,7 +100,7 @@ def test_efficientnet_lite0_imagenet_one_epoch(data_dir, tmp_path):
     metrics = ft.finetune(data_dir, "frame", model_dir, backbone="efficientnet_lite0",
                           weights="imagenet", epochs=1, batch_size=8, input_size=64,
                           steps_per_epoch=2, progress=False)
-    assert metrics["epochs"] == 1 and 0.0 <= metrics["best"]["val_accuracy"] <= 1.0
+    assert metrics["epochs"] == 1 and metrics["selected"]["epoch"] == 1
     assert metrics["test_images"] == 2 * 8  # two test videos, 8 frames each
     with open(os.path.join(model_dir, ft.CONFIG)) as f:
         config = json.load(f)
@@ -101,15 +108,67 @@ def test_efficientnet_lite0_imagenet_one_epoch(data_dir, tmp_path):
     assert os.path.isfile(os.path.join(model_dir, ft.MODEL))
 
 
+def test_select_on_val_keeps_the_best_epoch_on_held_out_videos(data_dir, tmp_path):
+    model_dir = str(tmp_path / "val")
+    metrics = ft.finetune(data_dir, "frame", model_dir, backbone="alexnet", weights="none",
+                          epochs=3, batch_size=4, input_size=64, seed=0, lr=0.01, lr_decay=1.0,
+                          select_on="val", progress=False)
+    with open(os.path.join(model_dir, ft.CONFIG)) as f:
+        config = json.load(f)
+    # 2 training videos a class, each its own group: one a class is held out, 8 frames each.
+    validation = config["validation"]
+    assert config["select_on"] == "val" and metrics["validation"] == validation
+    assert validation["val_fraction"] == 0.2 and validation["seed"] == 0
+    assert validation["groups"] == 4 and validation["val_videos"] == 2
+    assert len(validation["val_groups"]) == 2 and validation["unvalidated_classes"] == []
+    assert {group.split("/")[1] for group in validation["val_groups"]} == set(CLASSES)
+    assert validation["val_images"] == validation["train_images"] == 16
+    assert metrics["train_images"] == 16 and config["steps_per_epoch"] == 16 // 4
+
+    history = metrics["history"]
+    accuracies = [row["val_accuracy"] for row in history]
+    best = history[accuracies.index(max(accuracies))]
+    assert metrics["best"] == best and metrics["selected"] == {"rule": "val", **best}
+    # This seeded run peaks before its last epoch, so keeping the last would fail here.
+    assert best["epoch"] < metrics["last"]["epoch"] == 3, accuracies
+    model = keras.models.load_model(os.path.join(model_dir, ft.MODEL))
+    assert int(model.optimizer.iterations) == best["epoch"] * config["steps_per_epoch"]
+
+
+def test_the_test_split_is_never_read(data_dir, tmp_path):
+    """Garbage test shards: both rules fine-tune, avd-evaluate (which reads them) fails."""
+    from avd_tf.classify.evaluate import evaluate
+
+    data = str(tmp_path / "prepared")
+    shutil.copytree(data_dir, data, ignore=shutil.ignore_patterns("streams"))
+    stream_dir = streams.ensure_stream(data, "frame", progress=False)
+    test_shards = glob.glob(os.path.join(stream_dir, "test-*.tfrecord"))
+    test_shards += glob.glob(os.path.join(data, "test*"))
+    assert test_shards
+    for path in test_shards:
+        with open(path, "wb") as f:
+            f.write(b"not a TFRecord")
+    for rule in ft.SELECTION_RULES:
+        metrics = ft.finetune(data, "frame", str(tmp_path / rule), backbone="alexnet",
+                              weights="none", epochs=1, batch_size=4, input_size=64,
+                              steps_per_epoch=2, seed=0, select_on=rule, progress=False)
+        assert metrics["selected"]["rule"] == rule and metrics["epochs"] == 1
+    with pytest.raises(tf.errors.DataLossError):
+        evaluate([str(tmp_path / "last")], progress=False, log=lambda _: None)
+
+
 def program(*args):
     return [sys.executable, "-m", "avd_tf.apps.finetune", *map(str, args)]
 
 
-def test_killed_run_resumes_at_the_next_epoch(data_dir, tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", ft.SELECTION_RULES)
+def test_killed_run_resumes_at_the_next_epoch(data_dir, tmp_path, rule):
     model_dir = tmp_path / "killed"
     args = program("--data_dir", data_dir, "--stream", "flow", "--backbone", "alexnet",
                    "--weights", "none", "--input_size", 64, "--epochs", 3, "--batch_size", 4,
-                   "--steps_per_epoch", 40, "--model_dir", model_dir, "--noprogress")
+                   "--steps_per_epoch", 40, "--model_dir", model_dir, "--noprogress",
+                   "--select_on", rule)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
@@ -137,6 +196,17 @@ def test_killed_run_resumes_at_the_next_epoch(data_dir, tmp_path):
     assert metrics["epochs"] == 3
     rates = [row["learning_rate"] for row in metrics["history"]]
     assert rates == pytest.approx([3e-3, 3e-4, 3e-5])
+    selected = metrics["selected"]
+    assert selected["rule"] == rule
+    if rule == "val":
+        accuracies = [row["val_accuracy"] for row in metrics["history"]]
+        assert selected["epoch"] == 1 + accuracies.index(max(accuracies))
+    else:
+        assert selected["epoch"] == 3
+    model = keras.models.load_model(model_dir / ft.MODEL)
+    assert int(model.optimizer.iterations) == 40 * selected["epoch"]
+    printed = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert printed["select_on"] == rule and printed["selected_epoch"] == selected["epoch"]
 
 
 def test_avd_stream_without_model_dir(data_dir, tmp_path):

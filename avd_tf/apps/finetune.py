@@ -8,10 +8,13 @@ r"""avd-finetune: fine-tune an ImageNet-style 2D CNN on one image stream (paper 
 
 The stream's images are computed from the prepared data on first use and
 cached under <data_dir>/streams/. SGD with momentum, the learning rate
-multiplied by --lr_decay each epoch; the test split validates each epoch.
-Writes model.keras (best val_accuracy), config.json, metrics.json,
-history.csv and TensorBoard logs to --model_dir; a killed run resumes at
-its last finished epoch when started again with the same flags.
+multiplied by --lr_decay each epoch. The test split is never read (only
+avd-evaluate reads it): model.keras is the last epoch, or with
+--select_on val the epoch of the best accuracy on --val_fraction of the
+training videos, held out whole groups (UCF101 gXX) at a time. Writes
+model.keras, config.json, metrics.json, history.csv and TensorBoard logs
+to --model_dir; a killed run resumes at its last finished epoch when
+started again with the same flags.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import sys
 from absl import app, flags
 
 from avd_tf.classify.backbones import BACKBONES
+from avd_tf.classify.finetune import SELECTION_RULES
 from avd_tf.classify.streams import AVD_STREAMS, STREAMS
 
 FLAGS = flags.FLAGS
@@ -44,7 +48,12 @@ flags.DEFINE_integer("window", 10, "mean / dynamic streams: frames per window.")
 flags.DEFINE_integer("stride", 6, "mean / dynamic streams: frames between windows.")
 flags.DEFINE_integer("clips_per_video", 4, "avd_rgb / avd_flow streams: distilled clips per video.")
 flags.DEFINE_string("cache_dir", None, "Stream cache folder (default: <data_dir>/streams/...).")
-flags.DEFINE_integer("seed", None, "Seed for weights, shuffling and augmentation.")
+flags.DEFINE_integer("seed", None, "Seed for weights, shuffling, augmentation and the "
+                     "held-out videos (those take 0 without a seed).")
+flags.DEFINE_enum("select_on", "last", list(SELECTION_RULES),
+                  "Epoch kept: last, or val (best accuracy on held-out training videos).")
+flags.DEFINE_float("val_fraction", 0.2, "--select_on val: share of each class's training "
+                   "video groups held out for validation.")
 flags.DEFINE_boolean("mixed_precision", False, "Train in mixed_float16.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
 flags.DEFINE_boolean("progress", True, "Progress bars (off: one line per epoch).")
@@ -66,6 +75,7 @@ def main(argv):
             lr_decay=FLAGS.lr_decay, momentum=FLAGS.momentum,
             weight_decay=FLAGS.weight_decay, dropout=FLAGS.dropout,
             steps_per_epoch=FLAGS.steps_per_epoch, seed=FLAGS.seed,
+            select_on=FLAGS.select_on, val_fraction=FLAGS.val_fraction,
             mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
             avd_model_dir=FLAGS.avd_model_dir, cache_dir=FLAGS.cache_dir,
             frames_per_video=FLAGS.frames_per_video, window=FLAGS.window,
@@ -73,11 +83,16 @@ def main(argv):
             progress=FLAGS.progress)
     except (OSError, ValueError, RuntimeError) as error:
         sys.exit(f"avd-finetune: {error}")
-    best, last = metrics["best"], metrics["last"]
-    print(f"best epoch {best['epoch']}: val_accuracy {best.get('val_accuracy', float('nan')):.4f}; "
-          f"last epoch {last['epoch']}: val_accuracy {last.get('val_accuracy', float('nan')):.4f}; "
-          f"wall time {metrics['wall_time_s']:.1f} s")
-    print(json.dumps({"model_dir": FLAGS.model_dir, "best_val_accuracy": best.get("val_accuracy"),
+    selected, last = metrics["selected"], metrics["last"]
+    line = f"kept epoch {selected['epoch']} of {last['epoch']} (rule: {selected['rule']})"
+    if "val_accuracy" in selected:
+        validation = metrics["validation"]
+        line += (f"; val_accuracy {selected['val_accuracy']:.4f} on {validation['val_videos']} "
+                 f"held-out training videos")
+    print(f"{line}; wall time {metrics['wall_time_s']:.1f} s")
+    print(json.dumps({"model_dir": FLAGS.model_dir, "select_on": selected["rule"],
+                      "selected_epoch": selected["epoch"],
+                      "val_accuracy": selected.get("val_accuracy"),
                       "wall_time_s": metrics["wall_time_s"]}))
     return 0
 

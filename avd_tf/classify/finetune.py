@@ -10,18 +10,23 @@ re-scaling" (`avd_tf.classify.streams.stream_dataset`). Here:
   `keras.callbacks.LearningRateScheduler` at the start of each epoch (it
   also logs "learning_rate" per epoch, and follows the epoch number a
   resumed run starts at);
-* the train split trains, the test split validates (image-level
-  val_accuracy after each epoch); video-level scores are avd-evaluate's job;
+* the train split trains; the test split is never read here, so no
+  figure avd-evaluate reports on it was chosen by it. `select_on` picks
+  the epoch kept as `model_dir/model.keras`: "last" (default) the last
+  epoch, with no validation; "val" the epoch with the best image-level
+  val_accuracy on a share (`val_fraction`) of the training videos held out
+  whole groups at a time (`avd_tf.inputs.holdout`) and not trained on
+  (`ModelCheckpoint(save_best_only=True)`, seeded with the best epoch
+  before an interruption). Video-level scores are avd-evaluate's job;
 * `model_dir/backup` (`keras.callbacks.BackupAndRestore`) holds the state
   after the last finished epoch, so a killed run resumes there;
-  `model_dir/model.keras` is the best epoch by val_accuracy
-  (`ModelCheckpoint(save_best_only=True)`, seeded with the best epoch
-  before an interruption); `model_dir/history.csv` logs every epoch,
+  `model_dir/history.csv` logs every epoch,
   `model_dir/logs` is for TensorBoard (when the tensorboard package is
   installed: Keras' callback needs it);
 * `model_dir/config.json` records the run (stream, backbone, input_size,
-  classes, data_dir, avd_model_dir, ... : what avd-evaluate reads) and
-  `model_dir/metrics.json` the last and best epochs and the times.
+  classes, data_dir, avd_model_dir, the held-out groups, ... : what
+  avd-evaluate reads) and `model_dir/metrics.json` the last and the
+  selected epochs (and the best by validation, with "val") and the times.
 
 A model_dir whose config.json differs from the requested run is refused; a
 finished run with the same config is not trained again.
@@ -34,14 +39,22 @@ import os
 import time
 
 import keras
+import tensorflow as tf
 
 from avd_tf.classify import streams
 from avd_tf.classify.backbones import build_classifier, get_spec
+from avd_tf.inputs import holdout
+from avd_tf.inputs.shards import list_shards
+from avd_tf.records import images
 from avd_tf.records.shards import write_json_atomically
 from avd_tf.run_dir import BACKUP, CONFIG, HISTORY, METRICS, open_run, read_history, start_run
 
 MODEL = "model.keras"
 LOGS = "logs"
+SELECTION_RULES = ("last", "val")
+# Seed of the held-out split when the run has none: a resumed run must hold
+# out the same videos it held out before.
+HOLDOUT_SEED = 0
 # Below this many bytes of stream shards the decoded images are kept in
 # memory (our choice: the demo and HMDB51-sized streams fit, UCF101 frames at
 # full size would not).
@@ -84,9 +97,50 @@ def _build(backbone, num_classes, weights, channels, size, dropout) -> keras.Mod
         raise
 
 
-def _summary(history: list[dict]) -> dict:
+def _summary(history: list[dict], select_on: str) -> dict:
+    """"last", "selected" (the epoch in model.keras and its rule) and, for "val", "best".
+
+    The first epoch of the highest val_accuracy, as ModelCheckpoint keeps
+    it (it saves only on a strict improvement).
+    """
+    last = history[-1]
+    if select_on == "last":
+        return {"last": last, "selected": {"rule": "last", **last}}
     best = max(history, key=lambda row: row.get("val_accuracy", -math.inf))
-    return {"last": history[-1], "best": best}
+    return {"last": last, "best": best, "selected": {"rule": "val", **best}}
+
+
+def _train_videos(stream_dir: str) -> dict[str, tuple[int, int]]:
+    """{video id: (label, images)} of the stream's train split, read without its images."""
+    features = {key: images.FEATURES[key] for key in (images.LABEL, images.VIDEO_ID)}
+    records = tf.data.TFRecordDataset(list_shards(stream_dir, "train")).map(
+        lambda record: tf.io.parse_single_example(record, features),
+        num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
+    videos: dict[str, tuple[int, int]] = {}
+    for batch in records.as_numpy_iterator():
+        for video_id, label in zip(batch[images.VIDEO_ID], batch[images.LABEL]):
+            video_id = video_id.decode("utf-8")
+            videos[video_id] = (int(label), videos.get(video_id, (0, 0))[1] + 1)
+    return videos
+
+
+def _hold_out(stream_dir: str, fraction: float, seed: int | None,
+              classes: list[str]) -> tuple[holdout.Holdout, dict]:
+    """The held-out split of the stream's training videos and its record for config.json."""
+    videos = _train_videos(stream_dir)
+    seed = HOLDOUT_SEED if seed is None else int(seed)
+    split = holdout.split_videos({v: label for v, (label, _) in videos.items()}, fraction, seed)
+    return split, {
+        "val_fraction": float(fraction),
+        "seed": seed,
+        "groups": split.groups,
+        "val_groups": list(split.val_groups),
+        "val_videos": len(split.val_ids),
+        "val_images": sum(videos[v][1] for v in split.val_ids),
+        "train_videos": len(split.train_ids),
+        "train_images": sum(videos[v][1] for v in split.train_ids),
+        "unvalidated_classes": [classes[label] for label in split.unvalidated_labels],
+    }
 
 
 def _tensorboard(log_dir: str, log) -> list[keras.callbacks.Callback]:
@@ -124,6 +178,8 @@ def finetune(
     dropout: float = 0.5,
     steps_per_epoch: int | None = None,
     seed: int | None = None,
+    select_on: str = "last",
+    val_fraction: float = 0.2,
     mixed_precision: bool = False,
     jit_compile: bool = False,
     avd_model_dir: str | None = None,
@@ -142,10 +198,14 @@ def finetune(
     through keras.applications except for efficientnet_lite0, which ships
     them; an error for alexnet), None/"none", or a weights file (see
     `backbones.build_backbone`). `input_size` defaults to the backbone's
-    ImageNet size; `steps_per_epoch` to one pass over the train split's
-    images. Returns (and writes to metrics.json) {"last": ..., "best": ...,
-    "history": [...], "wall_time_s", "train_time_s", ...}; see the module
-    docstring for the files written.
+    ImageNet size; `steps_per_epoch` to one pass over the images trained
+    on. `select_on`: "last" keeps the last epoch; "val" holds out
+    `val_fraction` of the training videos' groups (seeded by `seed`, or
+    HOLDOUT_SEED without one) and keeps the epoch of the best val_accuracy
+    on them. Returns (and writes to metrics.json) {"last": ..., "selected":
+    {"rule", "epoch", ...}, "best" (with "val"), "validation", "history":
+    [...], "wall_time_s", "train_time_s", ...}; see the module docstring for
+    the files written.
     """
     started = time.time()
     streams.stream_channels(stream)  # validates the name
@@ -161,6 +221,11 @@ def finetune(
             raise ValueError(f"{name} must be >= 1, got {value}")
     if steps_per_epoch is not None and steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    if select_on not in SELECTION_RULES:
+        raise ValueError(f"select_on must be one of {', '.join(SELECTION_RULES)}, "
+                         f"got {select_on!r}")
+    if select_on == "val" and not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     weights = _resolve_weights(weights)
 
     stream_dir = streams.ensure_stream(
@@ -168,10 +233,15 @@ def finetune(
         frames_per_video=frames_per_video, window=window, stride=stride,
         clips_per_video=clips_per_video, progress=progress)
     info = streams.stream_info(stream_dir)
-    train_images = streams.num_images(stream_dir, "train")
+    split, validation = None, None
+    if select_on == "val":
+        split, validation = _hold_out(stream_dir, val_fraction, seed, list(info["classes"]))
+        train_images = validation["train_images"]
+    else:
+        train_images = streams.num_images(stream_dir, "train")
     if train_images < batch_size:
-        raise ValueError(f"{stream_dir}: the train split has {train_images} images, fewer "
-                         f"than one batch of {batch_size}; lower batch_size")
+        raise ValueError(f"{stream_dir}: the train split has {train_images} images to train "
+                         f"on, fewer than one batch of {batch_size}; lower batch_size")
     steps = int(steps_per_epoch or train_images // batch_size)
     channels = int(info["channels"])
     config = {
@@ -196,6 +266,8 @@ def finetune(
         "weight_decay": float(weight_decay),
         "dropout": float(dropout),
         "seed": seed,
+        "select_on": select_on,
+        "validation": validation,
         "mixed_precision": bool(mixed_precision),
         "jit_compile": bool(jit_compile),
     }
@@ -209,10 +281,17 @@ def finetune(
     cache = _stream_bytes(stream_dir) <= CACHE_LIMIT_BYTES
     train = streams.stream_dataset(stream_dir, "train", size=size, training=True,
                                    batch_size=batch_size, seed=seed, cache=cache)
-    test = streams.stream_dataset(stream_dir, "test", size=size, training=False,
-                                  batch_size=batch_size, cache=cache)
+    val = None
+    if split is not None:
+        # Filtered per image, so the cached train split serves both sides.
+        train = holdout.only_videos(train.unbatch(), split.train_ids).batch(
+            batch_size, drop_remainder=True)
+        val = streams.stream_dataset(stream_dir, "train", size=size, training=False,
+                                     batch_size=batch_size, cache=cache)
+        val = holdout.only_videos(val.unbatch(), split.val_ids).batch(batch_size).apply(
+            tf.data.experimental.assert_cardinality(-(-validation["val_images"] // batch_size)))
+        val = val.map(lambda batch: (batch["image"], batch["label"])).prefetch(tf.data.AUTOTUNE)
     train = train.map(lambda batch: (batch["image"], batch["label"]))
-    test = test.map(lambda batch: (batch["image"], batch["label"]))
 
     policy = keras.config.dtype_policy()
     if mixed_precision:
@@ -232,26 +311,31 @@ def finetune(
     # network for the weights) leaves no config to refuse a corrected run with.
     write_json_atomically(os.path.join(model_dir, CONFIG), config)
     history = read_history(model_dir)
-    best = max((row.get("val_accuracy", -math.inf) for row in history), default=None)
+    if select_on == "val":
+        best = max((row.get("val_accuracy", -math.inf) for row in history), default=None)
+        checkpoint = keras.callbacks.ModelCheckpoint(
+            os.path.join(model_dir, MODEL), monitor="val_accuracy", mode="max",
+            save_best_only=True, initial_value_threshold=best)
+    else:
+        checkpoint = keras.callbacks.ModelCheckpoint(os.path.join(model_dir, MODEL))
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda epoch: lr * lr_decay ** epoch),
         _EpochTimer(),
         *_tensorboard(os.path.join(model_dir, LOGS), log),
         keras.callbacks.CSVLogger(os.path.join(model_dir, HISTORY), append=True),
-        keras.callbacks.ModelCheckpoint(os.path.join(model_dir, MODEL), monitor="val_accuracy",
-                                        mode="max", save_best_only=True,
-                                        initial_value_threshold=best),
+        checkpoint,
         # Last, so an epoch is marked done only after it is logged and checkpointed.
         keras.callbacks.BackupAndRestore(os.path.join(model_dir, BACKUP)),
     ]
-    model.fit(train, validation_data=test, epochs=epochs, steps_per_epoch=steps,
+    model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps,
               callbacks=callbacks, shuffle=False, verbose=1 if progress else 2)
 
     history = read_history(model_dir)
     if not history:
         raise RuntimeError(f"{os.path.join(model_dir, HISTORY)}: no epoch was logged")
     metrics = {
-        **_summary(history),
+        **_summary(history, select_on),
+        "validation": validation,
         "history": history,
         "stream": stream,
         "backbone": backbone,
@@ -265,4 +349,5 @@ def finetune(
     return metrics
 
 
-__all__ = ["CONFIG", "METRICS", "MODEL", "NO_NETWORK", "finetune"]
+__all__ = ["CONFIG", "HOLDOUT_SEED", "METRICS", "MODEL", "NO_NETWORK", "SELECTION_RULES",
+           "finetune"]
