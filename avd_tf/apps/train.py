@@ -31,6 +31,12 @@ flags.DEFINE_integer("steps_per_epoch", None, "Default: train videos // batch_si
 flags.DEFINE_integer("batch_size", None, "Clips per (global) batch; default: the preset's.")
 flags.DEFINE_float("lam", None, "Eq. 3's lambda (reconstruction weight) for the trained "
                    "stream; default: the preset's (paper and small: rgb 0.95, flow 0.999).")
+flags.DEFINE_enum("rec_loss", None, ["sum", "mean"],
+                  "Eq. 1 over a clip's elements: the paper's sum, or the mean (then --lam "
+                  "means a size-independent weight); default: the preset's.")
+flags.DEFINE_enum("gen_loss", None, ["nonsaturating", "saturating"],
+                  "E's side of Eq. 2: -log T(E(V)), or log(1 - T(E(V))) as Eq. 2 reads; "
+                  "default: the preset's.")
 flags.DEFINE_integer("num_frames", None, "Clip length T (a power of two); default: preset's.")
 flags.DEFINE_integer("image_size", None, "Clip and image side S; default: the preset's.")
 flags.DEFINE_list("encoder_filters", None, "E's widths but the last, e.g. 8,16,16,16.")
@@ -75,14 +81,16 @@ def main(argv):
             image_size=FLAGS.image_size,
             encoder_filters=_widths("encoder_filters", FLAGS.encoder_filters),
             decoder_filters=_widths("decoder_filters", FLAGS.decoder_filters),
-            ed_lr=FLAGS.ed_lr, t_lr=FLAGS.t_lr,
+            ed_lr=FLAGS.ed_lr, t_lr=FLAGS.t_lr, rec_loss=FLAGS.rec_loss,
+            gen_loss=FLAGS.gen_loss,
         )
     # RuntimeError includes TrainingDivergedError, whose message says what to change.
     except (OSError, ValueError, RuntimeError) as error:
         sys.exit(f"avd-train: {error}")
     summary = {key: metrics.get(key) for key in (
         "epoch", "rec_loss", "gen_loss", "teacher_loss", "teacher_acc_real",
-        "teacher_acc_fake", "val_rec_loss", "val_psnr", "val_scene_psnr", "clips_per_second")}
+        "teacher_acc_fake", "grad_ratio", "val_rec_loss", "val_psnr", "val_still_psnr",
+        "val_motion_gain_db", "val_motion_r2", "val_scene_psnr", "clips_per_second")}
     print(json.dumps({"model_dir": FLAGS.model_dir, **summary}))
     return 0
 

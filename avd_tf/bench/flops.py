@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import graph_util, ops
 
-from avd_tf.models import AVD, AVDConfig, Decoder, Encoder, Teacher, compile_avd
+from avd_tf.models import AVD, AVDConfig, build_avd, compile_avd
 from avd_tf.models.presets import STREAM_CHANNELS
 
 TRAIN_MULTIPLIER = 3
@@ -89,7 +89,7 @@ def analytic_train_flops(config: AVDConfig, stream: str = "rgb") -> dict:
     channels = STREAM_CHANNELS[stream]
     encoder = encoder_layer_flops(config, channels)
     decoder = decoder_layer_flops(config, channels)
-    teacher_passes = 3 if config.lam < 1.0 else 2
+    teacher_passes = 3 if config.lam_for(stream) < 1.0 else 2
     forward = sum(encoder) + sum(decoder) + teacher_passes * teacher_flops(config)
     return {
         "encoder_layers": encoder,
@@ -142,17 +142,7 @@ def native_avd(config: AVDConfig, stream: str = "rgb") -> AVD:
     The same wiring as `build_avd`, with `native_strides=True`, so that its
     graph holds the model's own FLOPs.
     """
-    channels = STREAM_CHANNELS[stream]
-    model = AVD(
-        encoder=Encoder(config.encoder_filters, config.temporal_strides, native_strides=True,
-                        name="encoder"),
-        decoder=Decoder(config.decoder_filters, config.temporal_strides[::-1],
-                        out_channels=channels, native_strides=True, name="decoder"),
-        teacher=Teacher(config.teacher_units, config.teacher_input_resolution, name="teacher"),
-        lam=config.lam,
-        name=f"avd_{stream}",
-    )
-    model.build((None, config.num_frames, config.image_size, config.image_size, channels))
+    model = build_avd(config, stream, native_strides=True)
     return compile_avd(model, config)
 
 

@@ -155,20 +155,9 @@ def synthetic_batch(config, batch_size: int, stream: str, seed: int = 0):
 
 def build_training_model(config, stream: str, native_strides: bool | None, jit_compile: bool):
     """`build_avd` + `compile_avd`, with the stride implementation chosen explicitly."""
-    from avd_tf.models import AVD, Decoder, Encoder, Teacher, compile_avd
-    from avd_tf.models.presets import STREAM_CHANNELS
+    from avd_tf.models import build_avd, compile_avd
 
-    channels = STREAM_CHANNELS[stream]
-    model = AVD(
-        encoder=Encoder(config.encoder_filters, config.temporal_strides,
-                        native_strides=native_strides, name="encoder"),
-        decoder=Decoder(config.decoder_filters, config.temporal_strides[::-1],
-                        out_channels=channels, native_strides=native_strides, name="decoder"),
-        teacher=Teacher(config.teacher_units, config.teacher_input_resolution, name="teacher"),
-        lam=config.lam,
-        name=f"avd_{stream}",
-    )
-    model.build((None, config.num_frames, config.image_size, config.image_size, channels))
+    model = build_avd(config, stream, native_strides=native_strides)
     return compile_avd(model, config, jit_compile=jit_compile)
 
 

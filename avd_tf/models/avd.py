@@ -6,8 +6,15 @@ import tensorflow as tf
 from keras import ops
 
 from avd_tf.models.decoder import Decoder
+from avd_tf.models.diagnostics import GradientRatio, MotionR2, clip_psnrs
 from avd_tf.models.encoder import Encoder
 from avd_tf.models.teacher import Teacher
+
+# Eq. 1's reduction over a clip's elements: the paper's sum, or their mean.
+REC_LOSSES = ("sum", "mean")
+# E's side of Eq. 2: "saturating" minimises log(1 - T(E(V))) as Eq. 2 reads;
+# "nonsaturating" minimises -log T(E(V)) (Goodfellow et al. 2014).
+GEN_LOSSES = ("nonsaturating", "saturating")
 
 
 def _global_mean(per_example):
@@ -31,13 +38,20 @@ class AVD(keras.Model):
     (a) T's update on Eq. 2: binary cross-entropy of T on real frames
         (target 1) and on E(clips) (target 0);
     (b) E and D's update on Eq. 3, `lam * L_rec + (1 - lam) * L_adv`, with
-        L_rec (Eq. 1) the mean squared error between D(E(clips)) and the
-        clips, and L_adv the non-saturating generator loss -log T(E(clips))
-        (Goodfellow et al. 2014), using T after (a).
+        L_rec (Eq. 1) the squared error between D(E(clips)) and the clips,
+        summed over each clip's elements as Eq. 1 writes it
+        (`rec_loss="sum"`, default) or averaged over them (`"mean"`), then
+        averaged over the batch; and L_adv E's side of Eq. 2, using T after
+        (a): `gen_loss="nonsaturating"` (default) -log T(E(clips)), or
+        `"saturating"` log(1 - T(E(clips))) as Eq. 2 reads.
+
+    With the sum, `lam` is the paper's weight: the teacher is the "weak
+    supervision" of the abstract (on 8 x 32 x 32 x 3 clips a lam of 0.95
+    weighs T about 1 / 19 / 24576 of reconstruction). The mean form makes
+    `lam` independent of the clip size; its lam 0.95 is a sum-form lam of
+    about 1 - 2e-6 on those clips.
 
     Our choices where the paper is silent:
-    * Eq. 1 sums squared errors; we average them over all elements so that
-      `lam` does not depend on the clip size.
     * E's weights do not change in (a), so one forward pass of E (in training
       mode, updating BN statistics once) serves both updates.
     * T always judges E's 3-channel image against real RGB frames, also for
@@ -51,25 +65,42 @@ class AVD(keras.Model):
       the global-batch mean; E and D use synchronised batch norm by default,
       so several devices train as one.
 
-    Metrics: `rec_loss`, `gen_loss`, `ed_loss` (the Eq. 3 total),
-    `teacher_loss` (Eq. 2 as a loss), `teacher_acc_real`, `teacher_acc_fake`
-    (T's accuracy in (a), before its update); `evaluate` reports `rec_loss`
-    and `psnr` (dB, frames mapped to [0, 1], averaged over frames) and, for
-    RGB clips, `scene_psnr`: the PSNR of E's image against the clip's mean
-    frame, a measure of how much the image looks like the filmed scene
-    (section 3.3's aim), which reconstruction alone does not ask for.
+    Metrics: `rec_loss` (Eq. 1 per clip, in the chosen reduction),
+    `gen_loss`, `ed_loss` (the Eq. 3 total), `teacher_loss` (Eq. 2 as a
+    loss), `teacher_acc_real`, `teacher_acc_fake` (T's accuracy in (a),
+    before its update) and `grad_ratio`: the norm of the adversarial term's
+    gradient at E's output over the reconstruction term's (both weighted by
+    lam, so it says which term drives E). `evaluate` reports `rec_loss`,
+    `psnr` and the motion diagnostic of `avd_tf.models.diagnostics`
+    (`still_psnr`, `motion_gain_db`, `motion_r2`), and, for RGB clips,
+    `scene_psnr`: the PSNR of E's image against the clip's mean frame, a
+    measure of how much the image looks like the filmed scene (section
+    3.3's aim), which reconstruction alone does not ask for.
     """
 
     def __init__(
-        self, encoder: Encoder, decoder: Decoder, teacher: Teacher, lam: float = 0.95, **kwargs
+        self,
+        encoder: Encoder,
+        decoder: Decoder,
+        teacher: Teacher,
+        lam: float = 0.95,
+        rec_loss: str = "sum",
+        gen_loss: str = "nonsaturating",
+        **kwargs,
     ):
         super().__init__(**kwargs)
         if not 0.0 <= float(lam) <= 1.0:
             raise ValueError(f"AVD: lam must be in [0, 1] (Eq. 3), got {lam}")
+        if rec_loss not in REC_LOSSES:
+            raise ValueError(f"AVD: rec_loss must be one of {REC_LOSSES}, got {rec_loss!r}")
+        if gen_loss not in GEN_LOSSES:
+            raise ValueError(f"AVD: gen_loss must be one of {GEN_LOSSES}, got {gen_loss!r}")
         self.encoder = encoder
         self.decoder = decoder
         self.teacher = teacher
         self.lam = float(lam)
+        self.rec_loss = rec_loss
+        self.gen_loss = gen_loss
         self.t_optimizer = None
         self._avd_compile_config = {}
         self.rec_tracker = keras.metrics.Mean(name="rec_loss")
@@ -78,7 +109,11 @@ class AVD(keras.Model):
         self.teacher_tracker = keras.metrics.Mean(name="teacher_loss")
         self.acc_real_tracker = keras.metrics.Mean(name="teacher_acc_real")
         self.acc_fake_tracker = keras.metrics.Mean(name="teacher_acc_fake")
+        self.grad_ratio_tracker = GradientRatio(name="grad_ratio")
         self.psnr_tracker = keras.metrics.Mean(name="psnr")
+        self.still_psnr_tracker = keras.metrics.Mean(name="still_psnr")
+        self.motion_gain_tracker = keras.metrics.Mean(name="motion_gain_db")
+        self.motion_r2_tracker = MotionR2(name="motion_r2")
         self.scene_psnr_tracker = keras.metrics.Mean(name="scene_psnr")
 
     @property
@@ -90,9 +125,39 @@ class AVD(keras.Model):
             self.teacher_tracker,
             self.acc_real_tracker,
             self.acc_fake_tracker,
+            self.grad_ratio_tracker,
+            *self._evaluation_trackers,
+        ]
+
+    @property
+    def _evaluation_trackers(self):
+        return [
             self.psnr_tracker,
+            self.still_psnr_tracker,
+            self.motion_gain_tracker,
+            self.motion_r2_tracker,
             self.scene_psnr_tracker,
         ]
+
+    def _step_trackers(self, evaluating: bool) -> list:
+        """The trackers `train_step` (or `test_step`) reports: the same keys in both places."""
+        if not evaluating:
+            return [t for t in self.metrics if t not in self._evaluation_trackers]
+        trackers = [self.rec_tracker, *self._evaluation_trackers]
+        if self.scene_psnr_tracker.count == 0:  # flow clips have no scene to compare with
+            trackers.remove(self.scene_psnr_tracker)
+        return trackers
+
+    def get_metrics_result(self):
+        """The results of the trackers the last `fit` epoch or `evaluate` updated.
+
+        Keras reads these (cross-replica totals) instead of the last step's
+        per-replica logs only when both have the same keys, so `train_step`
+        and `test_step` return exactly these keys. `evaluate` and `fit`
+        reset every tracker first; only evaluation updates `psnr`.
+        """
+        evaluating = bool(self.psnr_tracker.count > 0)
+        return {t.name: t.result() for t in self._step_trackers(evaluating)}
 
     @property
     def ed_optimizer(self):
@@ -215,6 +280,17 @@ class AVD(keras.Model):
         self.t_optimizer.apply_gradients(zip(t_grads, t_vars))
         return real_logits, fake_logits, real_losses, fake_losses
 
+    def _reconstruction_errors(self, clips, reconstruction):
+        """Eq. 1 per clip: the sum (or mean) of squared errors over its elements."""
+        reduce = ops.sum if self.rec_loss == "sum" else ops.mean
+        return reduce(ops.square(reconstruction - clips), axis=(1, 2, 3, 4))
+
+    def _generator_losses(self, logits):
+        """E's side of Eq. 2 per image, from T's logits z (T(x) = sigmoid(z))."""
+        if self.gen_loss == "saturating":
+            return -ops.softplus(logits)  # log(1 - sigmoid(z))
+        return ops.softplus(-logits)  # -log sigmoid(z)
+
     def train_step(self, data):
         clips, real_frames, _ = keras.utils.unpack_x_y_sample_weight(data)
         if real_frames is None:
@@ -228,27 +304,38 @@ class AVD(keras.Model):
                 f"AVD.train_step: real frames must be RGB images (B, H, W, 3) of the clips' "
                 f"size {tuple(clips.shape[2:4])}, got shape {tuple(real_frames.shape)}"
             )
-        ed_vars = self.encoder.trainable_variables + self.decoder.trainable_variables
-        with tf.GradientTape() as tape:
+        encoder_vars = self.encoder.trainable_variables
+        decoder_vars = self.decoder.trainable_variables
+        # Persistent: each term's gradient at E's output is taken on its own
+        # (for grad_ratio), then E is differentiated once with their sum.
+        with tf.GradientTape(persistent=True) as tape:
             images = self.encoder(clips, training=True)
             reconstruction = self.decoder(images, training=True)
-            rec_per_example = ops.mean(ops.square(reconstruction - clips), axis=(1, 2, 3, 4))
+            rec_per_example = self._reconstruction_errors(clips, reconstruction)
             with tape.stop_recording():
                 real_logits, fake_logits, real_losses, fake_losses = self._teacher_update(
                     real_frames, images
                 )
+            rec_term = self.optimizer.scale_loss(self.lam * _global_mean(rec_per_example))
             if self.lam < 1.0:
                 gen_logits = self.teacher(images, training=True, return_logits=True)[:, 0]
-                gen_per_example = ops.softplus(-gen_logits)
-                ed_loss = self.lam * _global_mean(rec_per_example) + (
-                    1.0 - self.lam
-                ) * _global_mean(gen_per_example)
+                gen_per_example = self._generator_losses(gen_logits)
+                adv_term = self.optimizer.scale_loss(
+                    (1.0 - self.lam) * _global_mean(gen_per_example)
+                )
             else:
-                gen_per_example = ops.softplus(-fake_logits)
-                ed_loss = _global_mean(rec_per_example)
-            scaled_ed_loss = self.optimizer.scale_loss(ed_loss)
-        ed_grads = tape.gradient(scaled_ed_loss, ed_vars)
-        self.optimizer.apply_gradients(zip(ed_grads, ed_vars))
+                gen_per_example = self._generator_losses(fake_logits)
+        rec_image_grad, *decoder_grads = tape.gradient(rec_term, [images, *decoder_vars])
+        adv_image_grad = ops.zeros_like(rec_image_grad)
+        if self.lam < 1.0:
+            adv_image_grad = tape.gradient(adv_term, images)
+        encoder_grads = tape.gradient(
+            images, encoder_vars, output_gradients=rec_image_grad + adv_image_grad
+        )
+        del tape
+        self.optimizer.apply_gradients(
+            zip(encoder_grads + decoder_grads, encoder_vars + decoder_vars)
+        )
 
         batch = ops.shape(clips)[0]
         rec_mean = ops.mean(rec_per_example)
@@ -268,32 +355,32 @@ class AVD(keras.Model):
         self.acc_fake_tracker.update_state(
             ops.mean(ops.cast(fake_logits < 0, "float32")), sample_weight=batch
         )
-        return {
-            tracker.name: tracker.result()
-            for tracker in self.metrics
-            if tracker not in (self.psnr_tracker, self.scene_psnr_tracker)
-        }
+        self.grad_ratio_tracker.update_state(adv_image_grad, rec_image_grad)
+        return {tracker.name: tracker.result() for tracker in self._step_trackers(False)}
 
     def test_step(self, data):
         clips = tf.cast(keras.utils.unpack_x_y_sample_weight(data)[0], "float32")
         images = self.encoder(clips, training=False)
         reconstruction = self.decoder(images, training=False)
-        rec_per_example = ops.mean(ops.square(reconstruction - clips), axis=(1, 2, 3, 4))
-        # tf.image.psnr reduces the last three axes: one value per frame.
-        psnr_per_frame = tf.image.psnr(
-            (reconstruction + 1.0) / 2.0, (clips + 1.0) / 2.0, max_val=1.0
-        )
+        rec_per_example = self._reconstruction_errors(clips, reconstruction)
+        psnrs = clip_psnrs(clips, reconstruction)
         batch = ops.shape(clips)[0]
         self.rec_tracker.update_state(ops.mean(rec_per_example), sample_weight=batch)
-        self.psnr_tracker.update_state(ops.mean(psnr_per_frame), sample_weight=batch)
-        results = {"rec_loss": self.rec_tracker.result(), "psnr": self.psnr_tracker.result()}
+        self.psnr_tracker.update_state(ops.mean(psnrs["psnr"]), sample_weight=batch)
+        self.still_psnr_tracker.update_state(ops.mean(psnrs["still_psnr"]), sample_weight=batch)
+        self.motion_gain_tracker.update_state(
+            ops.mean(psnrs["motion_gain_db"]), sample_weight=batch
+        )
+        self.motion_r2_tracker.update_state(clips, reconstruction)
+        trackers = [self.rec_tracker, *self._evaluation_trackers]
         if clips.shape[-1] == 3:
             scene_psnr = tf.image.psnr(
                 (images + 1.0) / 2.0, (ops.mean(clips, axis=1) + 1.0) / 2.0, max_val=1.0
             )
             self.scene_psnr_tracker.update_state(ops.mean(scene_psnr), sample_weight=batch)
-            results["scene_psnr"] = self.scene_psnr_tracker.result()
-        return results
+        else:
+            trackers.remove(self.scene_psnr_tracker)
+        return {tracker.name: tracker.result() for tracker in trackers}
 
     def get_config(self):
         return {
@@ -302,6 +389,8 @@ class AVD(keras.Model):
             "decoder": keras.saving.serialize_keras_object(self.decoder),
             "teacher": keras.saving.serialize_keras_object(self.teacher),
             "lam": self.lam,
+            "rec_loss": self.rec_loss,
+            "gen_loss": self.gen_loss,
         }
 
     @classmethod

@@ -6,7 +6,7 @@ import math
 
 import keras
 
-from avd_tf.models.avd import AVD
+from avd_tf.models.avd import AVD, GEN_LOSSES, REC_LOSSES
 from avd_tf.models.decoder import Decoder
 from avd_tf.models.encoder import Encoder
 from avd_tf.models.teacher import Teacher
@@ -25,7 +25,10 @@ class AVDConfig:
     all layers but the last (3 image channels for E, the stream's channels
     for D). `lam` is Eq. 3's lambda for RGB clips and `flow_lam` for flow
     clips (`lam_for`); `ed_lr` / `t_lr` and `beta_1` set the Adam optimizers
-    of E+D and T.
+    of E+D and T. `rec_loss` ("sum", Eq. 1 as written, or "mean") and
+    `gen_loss` ("nonsaturating" or "saturating") choose the forms of Eq. 1
+    and of E's side of Eq. 2 (see `AVD`); `lam` is meant for the chosen
+    `rec_loss`.
     """
 
     num_frames: int
@@ -41,6 +44,8 @@ class AVDConfig:
     t_lr: float
     beta_1: float
     batch_size: int
+    rec_loss: str = "sum"
+    gen_loss: str = "nonsaturating"
 
     def __post_init__(self):
         # Frozen dataclass: normalise sequences given as lists (e.g. from flags).
@@ -65,6 +70,10 @@ class AVDConfig:
         for key in ("lam", "flow_lam"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ValueError(f"AVDConfig: {key} must be in [0, 1], got {getattr(self, key)}")
+        if self.rec_loss not in REC_LOSSES:
+            raise ValueError(f"AVDConfig: rec_loss must be one of {REC_LOSSES}, got {self.rec_loss!r}")
+        if self.gen_loss not in GEN_LOSSES:
+            raise ValueError(f"AVDConfig: gen_loss must be one of {GEN_LOSSES}, got {self.gen_loss!r}")
         if self.batch_size < 1:
             raise ValueError(f"AVDConfig: batch_size must be positive, got {self.batch_size}")
 
@@ -160,11 +169,18 @@ def _override(config: AVDConfig, overrides: dict) -> AVDConfig:
     return dataclasses.replace(config, **overrides)
 
 
-def build_avd(preset: str | AVDConfig = "small", stream: str = "rgb", **overrides) -> AVD:
+def build_avd(
+    preset: str | AVDConfig = "small",
+    stream: str = "rgb",
+    native_strides: bool | None = None,
+    **overrides,
+) -> AVD:
     """Builds (creates the weights of) an uncompiled AVD model for `stream` ("rgb" or "flow").
 
     Clips have shape (B, num_frames, image_size, image_size, C), C = 3 for
     RGB and 2 for flow; see `compile_avd` for the optimizers.
+    `native_strides` chooses E's and D's strided-kernel implementation
+    (`Encoder`; None: the fastest on this machine).
     """
     if stream not in STREAM_CHANNELS:
         raise ValueError(f"unknown stream {stream!r}; expected one of {sorted(STREAM_CHANNELS)}")
@@ -174,15 +190,23 @@ def build_avd(preset: str | AVDConfig = "small", stream: str = "rgb", **override
         config = get_preset(preset, **stream_overrides(stream, overrides))
     channels = STREAM_CHANNELS[stream]
     model = AVD(
-        encoder=Encoder(config.encoder_filters, config.temporal_strides, name="encoder"),
+        encoder=Encoder(
+            config.encoder_filters,
+            config.temporal_strides,
+            native_strides=native_strides,
+            name="encoder",
+        ),
         decoder=Decoder(
             config.decoder_filters,
             config.temporal_strides[::-1],
             out_channels=channels,
+            native_strides=native_strides,
             name="decoder",
         ),
         teacher=Teacher(config.teacher_units, config.teacher_input_resolution, name="teacher"),
         lam=config.lam_for(stream),
+        rec_loss=config.rec_loss,
+        gen_loss=config.gen_loss,
         name=f"avd_{stream}",
     )
     model.build((None, config.num_frames, config.image_size, config.image_size, channels))

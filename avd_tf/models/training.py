@@ -11,8 +11,10 @@ validation), the distribution strategy, the model (`build_avd` /
 * `backup/`: `keras.callbacks.BackupAndRestore` state after the last
   finished epoch, so a killed run started again with the same arguments
   resumes there (removed when training ends);
-* `history.csv`: one row per epoch (training metrics, `val_rec_loss`,
-  `val_psnr`, for RGB `val_scene_psnr`, `clips_per_second`, `train_seconds`, `epoch_seconds`);
+* `history.csv`: one row per epoch (training metrics, `grad_ratio`,
+  `val_rec_loss`, `val_psnr`, the motion diagnostic `val_still_psnr`,
+  `val_motion_gain_db`, `val_motion_r2` (`avd_tf.models.diagnostics`), for
+  RGB `val_scene_psnr`, `clips_per_second`, `train_seconds`, `epoch_seconds`);
 * `logs/train`, `logs/validation`: TensorBoard event files with each
   epoch's scalars, and in `logs/train` the image summary "distilled": for a
   fixed batch of test clips, each clip's middle frame (flow colour coded)
@@ -75,8 +77,12 @@ FINAL_KEYS = (
     "teacher_loss",
     "teacher_acc_real",
     "teacher_acc_fake",
+    "grad_ratio",
     "val_rec_loss",
     "val_psnr",
+    "val_still_psnr",
+    "val_motion_gain_db",
+    "val_motion_r2",
     "val_scene_psnr",  # RGB only
 )
 LOSS_KEYS = ("rec_loss", "gen_loss", "ed_loss", "teacher_loss")
@@ -413,7 +419,8 @@ def train_avd(
 
     Returns (and writes to metrics.json) the last epoch's rec_loss,
     gen_loss, ed_loss, teacher_loss, teacher_acc_real, teacher_acc_fake,
-    val_rec_loss, val_psnr, val_scene_psnr (RGB), the per-epoch "history", "clips_per_second" of
+    grad_ratio, val_rec_loss, val_psnr, val_still_psnr, val_motion_gain_db,
+    val_motion_r2, val_scene_psnr (RGB), the per-epoch "history", "clips_per_second" of
     training (median over epochs) and timings. Raises TrainingDivergedError
     when a loss becomes NaN or infinite.
     """
