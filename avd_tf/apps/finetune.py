@@ -48,6 +48,10 @@ flags.DEFINE_integer("window", 10, "mean / dynamic streams: frames per window.")
 flags.DEFINE_integer("stride", 6, "mean / dynamic streams: frames between windows.")
 flags.DEFINE_integer("clips_per_video", 4, "avd_rgb / avd_flow streams: distilled clips per video.")
 flags.DEFINE_string("cache_dir", None, "Stream cache folder (default: <data_dir>/streams/...).")
+flags.DEFINE_enum("flip", "mirror", ["mirror", "none"], "Training flip: mirror (p = 0.5, labels "
+                  "swapped by the flip_label_map) or none (never; direction is the class).")
+flags.DEFINE_string("flip_label_map", None, "JSON file of mirror classes overriding the one "
+                    "avd-prepare recorded in manifest.json (see data/README.md).")
 flags.DEFINE_integer("seed", None, "Seed for weights, shuffling, augmentation and the "
                      "held-out videos (those take 0 without a seed).")
 flags.DEFINE_enum("select_on", "last", list(SELECTION_RULES),
@@ -80,6 +84,7 @@ def main(argv):
             avd_model_dir=FLAGS.avd_model_dir, cache_dir=FLAGS.cache_dir,
             frames_per_video=FLAGS.frames_per_video, window=FLAGS.window,
             stride=FLAGS.stride, clips_per_video=FLAGS.clips_per_video,
+            flip=FLAGS.flip, flip_label_map=FLAGS.flip_label_map,
             progress=FLAGS.progress)
     except (OSError, ValueError, RuntimeError) as error:
         sys.exit(f"avd-finetune: {error}")

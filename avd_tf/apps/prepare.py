@@ -44,6 +44,7 @@ flags.DEFINE_integer("workers", os.cpu_count() or 1, "Worker processes decoding 
 flags.DEFINE_enum("runner", "local", ["local", "beam"], "Prepare in local processes, or as an Apache Beam pipeline.")
 flags.DEFINE_string("beam_options", "", "--runner beam: Beam pipeline options, e.g. \"--runner=DirectRunner --direct_num_workers=2\".")
 flags.DEFINE_integer("max_failures", -1, "Exit non-zero when more videos fail than this (-1: no limit).")
+flags.DEFINE_string("flip_label_map", None, "JSON file mapping a class to its mirror class (names or 0-based indices; see data/README.md), recorded in manifest.json.")
 flags.DEFINE_boolean("dry_run", False, "Only check which listed files exist; decode nothing.")
 flags.DEFINE_boolean("progress", True, "Show a progress bar.")
 flags.mark_flags_as_required(["dataset", "video_dir"])
@@ -64,7 +65,15 @@ def main(argv):
     except (OSError, ValueError) as error:
         sys.exit(f"avd-prepare: {error}")
 
+    from avd_tf.datasets import flip_labels
     from avd_tf.records import prepare
+
+    flip_label_map = None
+    if FLAGS.flip_label_map:
+        try:
+            flip_label_map = flip_labels.read_flip_label_map(FLAGS.flip_label_map, dataset.classes)
+        except (OSError, ValueError) as error:
+            sys.exit(f"avd-prepare: --flip_label_map {error}")
 
     if FLAGS.dry_run:
         missing, report = prepare.dry_run(dataset, FLAGS.video_dir)
@@ -88,7 +97,8 @@ def main(argv):
         jpeg_quality=FLAGS.jpeg_quality,
         clip_frames=FLAGS.clip_frames,
     )
-    common = dict(dataset_name=FLAGS.dataset, videos_per_shard=FLAGS.videos_per_shard)
+    common = dict(dataset_name=FLAGS.dataset, videos_per_shard=FLAGS.videos_per_shard,
+                  flip_label_map=flip_label_map)
     try:
         if FLAGS.runner == "beam":
             try:

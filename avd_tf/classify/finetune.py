@@ -43,7 +43,9 @@ import tensorflow as tf
 
 from avd_tf.classify import streams
 from avd_tf.classify.backbones import build_classifier, get_spec
+from avd_tf.datasets import flip_labels
 from avd_tf.inputs import holdout
+from avd_tf.inputs.augment import check_flip
 from avd_tf.inputs.shards import list_shards
 from avd_tf.records import images
 from avd_tf.records.shards import write_json_atomically
@@ -188,6 +190,8 @@ def finetune(
     window: int = 10,
     stride: int = 6,
     clips_per_video: int = 4,
+    flip: str = "mirror",
+    flip_label_map: str | None = None,
     progress: bool = True,
     log=print,
 ) -> dict:
@@ -206,6 +210,11 @@ def finetune(
     {"rule", "epoch", ...}, "best" (with "val"), "validation", "history":
     [...], "wall_time_s", "train_time_s", ...}; see the module docstring for
     the files written.
+
+    `flip`: "mirror" (a training image is flipped with probability 0.5 and
+    its label becomes the mirror class of the dataset's flip_label_map:
+    `flip_label_map`, a JSON file, when given, else the manifest's) or
+    "none" (never flipped; for classes that are directions without a map).
     """
     started = time.time()
     streams.stream_channels(stream)  # validates the name
@@ -227,6 +236,8 @@ def finetune(
     if select_on == "val" and not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     weights = _resolve_weights(weights)
+    check_flip(flip)
+    mirror_map = flip_labels.dataset_flip_label_map(data_dir, flip_label_map)
 
     stream_dir = streams.ensure_stream(
         data_dir, stream, avd_model_dir=avd_model_dir, cache_dir=cache_dir,
@@ -270,6 +281,8 @@ def finetune(
         "validation": validation,
         "mixed_precision": bool(mixed_precision),
         "jit_compile": bool(jit_compile),
+        "flip": flip,
+        "flip_label_map": flip_labels.to_json(mirror_map),
     }
     finished, done = open_run(model_dir, config, program="finetune", log=log)
     if finished is not None:
@@ -279,8 +292,10 @@ def finetune(
     if seed is not None:
         keras.utils.set_random_seed(seed)
     cache = _stream_bytes(stream_dir) <= CACHE_LIMIT_BYTES
-    train = streams.stream_dataset(stream_dir, "train", size=size, training=True,
-                                   batch_size=batch_size, seed=seed, cache=cache)
+    train = streams.stream_dataset(
+        stream_dir, "train", size=size, training=True, batch_size=batch_size, seed=seed,
+        cache=cache, flip=flip,
+        mirror_classes=flip_labels.flip_permutation(mirror_map, len(config["classes"])))
     val = None
     if split is not None:
         # Filtered per image, so the cached train split serves both sides.

@@ -29,6 +29,17 @@ frames than `frames_per_video` repeat frames (indices are looped, as in
 `avd_tf.inputs.sampling`). Each image's "clip_index" numbers it within its
 video.
 
+Horizontal flips (training augmentation) must show what the MIRRORED VIDEO
+gives. "frame", "mean" and "dynamic" are per-pixel functions of the frames
+and "flow" is TV-L1 flow (mirror-equivariant up to numerics, x negated), so
+a flip mirrors the stored image (negating x for "flow"). For the others the
+image of the mirrored video is no function of the stored image, so each of
+their records also stores it (`avd_tf.records.images` "mirror"):
+"dynamic_flow" (its min-max scaling runs over x and y together, so negating
+x moves the scale) and the AVD streams (mirroring an AVD stream mirrors the
+clip before E, not the image after it: E of the mirrored clip, flow x
+negated). Evaluation reads the unflipped images only.
+
 Cache: `<data_dir>/streams/<stream>` by default, and for AVD streams
 `<data_dir>/streams/<stream>-<fingerprint of the AVD model folder>`, so a
 retrained model gets a fresh cache. A stream is computed into a temporary
@@ -61,10 +72,12 @@ STREAMS = ("frame", "flow", "mean", "dynamic", "dynamic_flow", "avd_rgb", "avd_f
 AVD_STREAMS = ("avd_rgb", "avd_flow")
 # Streams whose channels are flow (x, y): a horizontal flip negates x.
 FLOW_STREAMS = ("flow", "dynamic_flow")
+# Streams whose records also hold the image of the mirrored video.
+MIRRORED_STREAMS = ("dynamic_flow", "avd_rgb", "avd_flow")
 SPLITS = ("train", "test")
 STREAM_INFO = "stream.json"
 # Bumped when the images a given set of parameters produces change.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 AUTOTUNE = tf.data.AUTOTUNE
 MAX_CYCLE_LENGTH = 8
 IMAGES_PER_SHARD = 1000
@@ -233,6 +246,17 @@ def video_images(stream: str, frames: np.ndarray, *, window: int = di.DEFAULT_WI
     return np.stack([di.to_uint8(image) for image in pooled])
 
 
+def mirrored_frames(frames: np.ndarray, flow: bool) -> np.ndarray:
+    """The decoded frames of the mirrored video: columns reversed; flow x negated.
+
+    Flow x is stored as q = round(255 * (v + 20) / 40), so -v is 255 - q.
+    """
+    mirrored = frames[:, :, ::-1].copy()
+    if flow:
+        mirrored[..., 0] = 255 - mirrored[..., 0]
+    return mirrored
+
+
 def _check_flow(data_dir: str, manifest: dict) -> None:
     for split in SPLITS:
         for video in manifest.get("videos", {}).get(split, []):
@@ -261,9 +285,13 @@ def _compute(data_dir: str, stream: str, output_dir: str, *, frames_per_video: i
             for video in decoded_videos(data_dir, split, flow=flow,
                                         frames_per_video=selected).as_numpy_iterator():
                 pictures = video_images(stream, video["frames"], window=window, stride=stride)
-                for index, picture in enumerate(pictures):
+                mirrors = [None] * len(pictures)
+                if stream in MIRRORED_STREAMS:
+                    mirrors = video_images(stream, mirrored_frames(video["frames"], flow),
+                                           window=window, stride=stride)
+                for index, (picture, mirror) in enumerate(zip(pictures, mirrors)):
                     writer.write(images.serialize(picture, video["label"], video["video_id"],
-                                                  index))
+                                                  index, mirror))
                 shape = list(pictures.shape[1:])
                 videos, count = videos + 1, count + len(pictures)
                 bar.update(1)
@@ -314,7 +342,7 @@ def _distill(data_dir: str, stream: str, output_dir: str, *, avd_model_dir: str,
     model_config = os.path.join(avd_model_dir, "config.json")
     _check_avd_stream(stream, _read_json(model_config), model_config)
     report = distill_dataset(avd_model_dir, data_dir, output_dir,
-                             clips_per_video=clips_per_video, progress=progress)
+                             clips_per_video=clips_per_video, progress=progress, mirrored=True)
     written = _read_json(os.path.join(output_dir, STREAM_INFO))
     _check_avd_stream(stream, {**written, **(report or {})}, avd_model_dir)
     counts, shape = {}, None
@@ -412,6 +440,7 @@ def ensure_stream(
         info = {
             "stream": stream,
             "channels": stream_channels(stream),
+            "mirrored_images": stream in MIRRORED_STREAMS,
             "parameters": parameters,
             "classes": list(read_manifest(data_dir)["classes"]),
             "data_dir": os.path.abspath(data_dir),
@@ -440,20 +469,41 @@ def _sub_seed(seed: int | None, index: int) -> int | None:
 
 
 def preprocess_image(image: tf.Tensor, size: int, *, training: bool, flow: bool,
-                     seed=None, scale_range: Sequence[float] = augment.DEFAULT_SCALE_RANGE
-                     ) -> tf.Tensor:
-    """uint8 (H, W, C) -> float32 (size, size, C) in [-1, 1] (q / 127.5 - 1).
+                     seed=None, scale_range: Sequence[float] = augment.DEFAULT_SCALE_RANGE,
+                     flip: str = "mirror", mirror: tf.Tensor | None = None
+                     ) -> tuple[tf.Tensor, tf.Tensor]:
+    """uint8 (H, W, C) -> (float32 (size, size, C) in [-1, 1] (q / 127.5 - 1), flipped).
 
-    Training: `avd_tf.inputs.augment.augment_clip` on the image as a 1-frame
-    clip (size jitter, random crop, flip; paper section 4.2), with `flow`
-    negating x on a flip; evaluation: short side to `size`, centre crop.
+    Training: size jitter and random crop as `avd_tf.inputs.augment.augment_clip`
+    does (same seeds), and with `flip="mirror"` a flip with probability 0.5
+    (paper section 4.2): `mirror` (the mirrored video's image, when the
+    stream stores one) replaces the image, else the image is mirrored, `flow`
+    negating x. `flipped` (boolean scalar) says whether it flipped.
+    Evaluation: short side to `size`, centre crop, never flipped.
     """
-    clip = augment.to_signed_unit(image)[None]
-    if training:
-        clip = augment.augment_clip(clip, size, seed, flow=flow, scale_range=scale_range)
-    else:
-        clip = augment.center_crop_resize(clip, size)
-    return clip[0]
+    if not training:
+        clip = augment.center_crop_resize(augment.to_signed_unit(image)[None], size)
+        return clip[0], tf.constant(False)
+    crop_seed, flip_seed = augment.augment_seeds(seed)
+    flipped = (augment.flip_coin(flip_seed) if augment.check_flip(flip) == "mirror"
+               else tf.constant(False))
+    if mirror is not None:
+        image = tf.where(flipped, mirror, image)
+    clip = augment.random_crop_resize(augment.to_signed_unit(image)[None], size, crop_seed,
+                                      scale_range)
+    if mirror is None:
+        clip = augment.flip_if(clip, flipped, flow)
+    return clip[0], flipped
+
+
+def _mirror_class_table(mirror_classes, classes: list, stream_dir: str) -> tf.Tensor:
+    """int32 (num_classes,): each class's mirror class, checked."""
+    num = len(classes)
+    table = list(range(num)) if mirror_classes is None else [int(c) for c in mirror_classes]
+    if len(table) != num or any(not 0 <= c < num for c in table):
+        raise ValueError(f"mirror_classes must give a class in 0..{num - 1} for each of the "
+                         f"{num} classes of {stream_dir}, got {list(mirror_classes)}")
+    return tf.constant(table, tf.int32)
 
 
 def stream_dataset(
@@ -467,6 +517,8 @@ def stream_dataset(
     repeat: bool | None = None,
     cache: bool = True,
     scale_range: Sequence[float] = augment.DEFAULT_SCALE_RANGE,
+    flip: str = "mirror",
+    mirror_classes: Sequence[int] | None = None,
 ) -> tf.data.Dataset:
     """Batches {"image", "label", "video_id", "clip_index"} of a stream folder.
 
@@ -476,10 +528,11 @@ def stream_dataset(
     Training: images shuffled, augmented as the paper says ("size jittering,
     cropping, flipping, and re-scaling", section 4.2; see `preprocess_image`),
     batches of exactly `batch_size`, repeated forever unless `repeat=False`.
-    A flip negates x for "flow" and "dynamic_flow"; for dynamic_flow this is
-    exact up to the offset of its min-max scaling (zero flow is near, not
-    exactly at, the middle grey). An AVD(OF) image is RGB-like, so flipping
-    it is a plain mirror. Evaluation: resize + centre crop, deterministic,
+    `flip="mirror"`: half of the samples show the mirrored video (the module
+    docstring says how per stream) and carry the mirror class of their label,
+    `mirror_classes[label]` (a class per class, see
+    `avd_tf.datasets.flip_labels.flip_permutation`; default: every class its
+    own mirror); `flip="none"` never flips. Evaluation: resize + centre crop, deterministic,
     one pass in file order. With `seed`, training batches are the same in
     every run. `cache` keeps the decoded uint8 images in memory.
     """
@@ -487,6 +540,13 @@ def stream_dataset(
     if size < 1 or batch_size < 1:
         raise ValueError(f"size and batch_size must be >= 1, got {size} and {batch_size}")
     augment.check_scale_range(scale_range)
+    augment.check_flip(flip)
+    mirror_table = _mirror_class_table(mirror_classes, list(info["classes"]), stream_dir)
+    # Only training flips, so only training reads the mirrored video's images.
+    stored_mirror = training and flip == "mirror" and info["stream"] in MIRRORED_STREAMS
+    if stored_mirror and not info.get("mirrored_images"):
+        raise ValueError(f"{stream_dir}: this {info['stream']} stream holds no images of the "
+                         "mirrored videos (an older format); ensure_stream recomputes it")
     flow = info["stream"] in FLOW_STREAMS
     channels = int(info["channels"])
     files = list_shards(stream_dir, split)
@@ -497,7 +557,8 @@ def stream_dataset(
         paths = paths.shuffle(len(files), seed=_sub_seed(seed, 0), reshuffle_each_iteration=True)
     ds = paths.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), MAX_CYCLE_LENGTH),
                           num_parallel_calls=AUTOTUNE, deterministic=True)
-    ds = ds.map(images.parse, num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda record: images.parse(record, mirror=stored_mirror),
+                num_parallel_calls=AUTOTUNE)
     if cache:
         ds = ds.cache()
     if training:
@@ -510,10 +571,12 @@ def stream_dataset(
         ds = tf.data.Dataset.zip(ds, seeds.batch(2, drop_remainder=True))
 
     def prepare(element, element_seed=None):
-        image = preprocess_image(element["image"], size, training=training, flow=flow,
-                                 seed=element_seed, scale_range=scale_range)
+        image, flipped = preprocess_image(
+            element["image"], size, training=training, flow=flow, seed=element_seed,
+            scale_range=scale_range, flip=flip, mirror=element.get("mirror"))
+        label = tf.where(flipped, tf.gather(mirror_table, element["label"]), element["label"])
         return {"image": tf.ensure_shape(image, [size, size, channels]),
-                "label": element["label"], "video_id": element["video_id"],
+                "label": label, "video_id": element["video_id"],
                 "clip_index": element["clip_index"]}
 
     ds = ds.map(prepare, num_parallel_calls=AUTOTUNE)
@@ -531,11 +594,13 @@ def stream_dataset(
 __all__ = [
     "AVD_STREAMS",
     "FLOW_STREAMS",
+    "MIRRORED_STREAMS",
     "STREAMS",
     "avd_model_fingerprint",
     "decoded_videos",
     "default_cache_dir",
     "ensure_stream",
+    "mirrored_frames",
     "num_images",
     "preprocess_image",
     "stream_channels",

@@ -12,9 +12,11 @@ so that motion stays coherent:
   uniform random position. We crop first (a square of short_side / s pixels
   in the original frame) and resize the crop: the same view, fewer pixels
   to resize.
-* flipping: horizontal with probability 0.5; a flipped flow field points the
-  other way, so its x channel is negated (x -> -x in [-1, 1]). Flow vectors
-  are not rescaled with the image (TSN practice).
+* flipping (`flip="mirror"`, the default): horizontal with probability 0.5;
+  a flipped flow field points the other way, so its x channel is negated
+  (x -> -x in [-1, 1]). Flow vectors are not rescaled with the image (TSN
+  practice). `flip="none"` never flips: for data whose classes are
+  directions and that declares no mirror classes.
 
 Evaluation uses no randomness: resize the short side to `size` and crop the
 centre. Randomness comes from stateless ops with a seed of shape [2], so a
@@ -27,6 +29,14 @@ from typing import Sequence
 import tensorflow as tf
 
 DEFAULT_SCALE_RANGE = (1.0, 1.25)
+FLIPS = ("mirror", "none")
+
+
+def check_flip(flip: str) -> str:
+    """Validates a flip policy: "mirror" (half of the samples mirrored) or "none"."""
+    if flip not in FLIPS:
+        raise ValueError(f"flip must be one of {', '.join(FLIPS)}, got {flip!r}")
+    return flip
 
 
 def check_scale_range(scale_range: Sequence[float]) -> tuple[float, float]:
@@ -78,17 +88,32 @@ def random_crop_resize(
 
 
 def flip_left_right(clip: tf.Tensor, flow: bool = False) -> tf.Tensor:
-    """Mirrors (T, H, W, C) frames; for flow (C = 2, x first) also negates x."""
-    flipped = tf.reverse(clip, axis=[2])
+    """Mirrors (..., H, W, C) images or clips; for flow (C = 2, x first) also negates x."""
+    flipped = tf.reverse(clip, axis=[-2])
     if flow:
         flipped = flipped * tf.constant([-1.0, 1.0], dtype=clip.dtype)
     return flipped
 
 
+def flip_coin(seed) -> tf.Tensor:
+    """A boolean scalar, True with probability 0.5: whether a sample is mirrored."""
+    return tf.random.stateless_uniform([], seed) < 0.5
+
+
+def flip_if(clip: tf.Tensor, flipped, flow: bool = False) -> tf.Tensor:
+    """`flip_left_right(clip, flow)` where the boolean scalar `flipped` holds, else `clip`."""
+    return tf.cond(flipped, lambda: flip_left_right(clip, flow), lambda: tf.identity(clip))
+
+
 def random_flip(clip: tf.Tensor, seed, flow: bool = False) -> tf.Tensor:
     """`flip_left_right` with probability 0.5, decided once for the whole clip."""
-    flip = tf.random.stateless_uniform([], seed) < 0.5
-    return tf.cond(flip, lambda: flip_left_right(clip, flow), lambda: tf.identity(clip))
+    return flip_if(clip, flip_coin(seed), flow)
+
+
+def augment_seeds(seed) -> tuple[tf.Tensor, tf.Tensor]:
+    """The (crop, flip) seeds `augment_clip` draws its crop and its flip with."""
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    return crop_seed, flip_seed
 
 
 def augment_clip(
@@ -98,8 +123,14 @@ def augment_clip(
     *,
     flow: bool = False,
     scale_range: Sequence[float] = DEFAULT_SCALE_RANGE,
+    flip: str = "mirror",
 ) -> tf.Tensor:
-    """Training augmentation of a float clip (T, H, W, C) in [-1, 1] -> (T, size, size, C)."""
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    """Training augmentation of a float clip (T, H, W, C) in [-1, 1] -> (T, size, size, C).
+
+    `flip`: "mirror" (random flip) or "none" (see the module docstring).
+    """
+    crop_seed, flip_seed = augment_seeds(seed)
     clip = random_crop_resize(clip, size, crop_seed, scale_range)
+    if check_flip(flip) == "none":
+        return clip
     return random_flip(clip, flip_seed, flow)

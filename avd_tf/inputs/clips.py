@@ -143,7 +143,7 @@ def _decode(encoded: tf.Tensor, stream: str) -> tf.Tensor:
 
 
 def _check_arguments(stream, num_frames, size, clips_per_video, frame_stride, shuffle_buffer,
-                     scale_range):
+                     scale_range, flip):
     if stream not in STREAMS:
         raise ValueError(f"stream must be one of {STREAMS}, got {stream!r}")
     for name, value in (("num_frames", num_frames), ("size", size),
@@ -152,13 +152,15 @@ def _check_arguments(stream, num_frames, size, clips_per_video, frame_stride, sh
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     augment.check_scale_range(scale_range)
+    augment.check_flip(flip)
 
 
 def _clips(data_dir, split, *, stream, num_frames, size, training, clips_per_video,
-           frame_stride, seed, shuffle_buffer, cache, repeat, scale_range) -> tf.data.Dataset:
+           frame_stride, seed, shuffle_buffer, cache, repeat, scale_range,
+           flip) -> tf.data.Dataset:
     """Unbatched clip elements {"clip", "label", "video_id", "clip_index"}."""
     _check_arguments(stream, num_frames, size, clips_per_video, frame_stride, shuffle_buffer,
-                     scale_range)
+                     scale_range, flip)
     files = list_shards(data_dir, split)
     channels = 3 if stream == "rgb" else 2
     ds = _records(files, _sub_seed(seed, 0), shuffle=training)
@@ -183,7 +185,7 @@ def _clips(data_dir, split, *, stream, num_frames, size, training, clips_per_vid
         clip = augment.to_signed_unit(_decode(element["encoded"], stream))
         if training:
             clip = augment.augment_clip(clip, size, element["seed"], flow=stream == "flow",
-                                        scale_range=scale_range)
+                                        scale_range=scale_range, flip=flip)
         else:
             clip = augment.center_crop_resize(clip, size)
         return {
@@ -222,6 +224,7 @@ def clip_dataset(
     drop_remainder: bool | None = None,
     repeat: bool | None = None,
     scale_range: Sequence[float] = augment.DEFAULT_SCALE_RANGE,
+    flip: str = "mirror",
 ) -> tf.data.Dataset:
     """Batches of clips {"clip", "label", "video_id", "clip_index"}.
 
@@ -233,7 +236,8 @@ def clip_dataset(
     A clip is `num_frames` frames `frame_stride` apart. Videos shorter than
     the clip are LOOPED (frame index modulo the length). Training: per video
     and pass, `clips_per_video` random clips, videos shuffled (buffer
-    `shuffle_buffer`), augmented (size jitter in `scale_range`, crop, flip).
+    `shuffle_buffer`), augmented (size jitter in `scale_range`, crop, and
+    with `flip="mirror"` a random horizontal flip; "none" never flips).
     Evaluation: `clips_per_video` evenly spaced clips, resize + centre crop.
     `drop_remainder` and `repeat` default to `training`: a training dataset
     is infinite (give model.fit a steps_per_epoch; `num_videos` helps).
@@ -243,18 +247,19 @@ def clip_dataset(
     ds = _clips(data_dir, split, stream=stream, num_frames=num_frames, size=size,
                 training=training, clips_per_video=clips_per_video, frame_stride=frame_stride,
                 seed=seed, shuffle_buffer=shuffle_buffer, cache=cache,
-                repeat=training if repeat is None else repeat, scale_range=scale_range)
+                repeat=training if repeat is None else repeat, scale_range=scale_range,
+                flip=flip)
     drop = training if drop_remainder is None else drop_remainder
     return _finish(ds, batch_size, drop, seed is not None or not training)
 
 
 def _frames(data_dir, split, *, stream, size, training, frames_per_video, seed,
-            shuffle_buffer, cache, repeat, scale_range) -> tf.data.Dataset:
+            shuffle_buffer, cache, repeat, scale_range, flip) -> tf.data.Dataset:
     """Unbatched single-frame elements {"image", "label", "video_id", "clip_index"}."""
     ds = _clips(data_dir, split, stream=stream, num_frames=1, size=size, training=training,
                 clips_per_video=frames_per_video, frame_stride=1, seed=seed,
                 shuffle_buffer=shuffle_buffer, cache=cache, repeat=repeat,
-                scale_range=scale_range)
+                scale_range=scale_range, flip=flip)
 
     def to_frame(element):
         frame = dict(element)
@@ -279,6 +284,7 @@ def frame_dataset(
     drop_remainder: bool | None = None,
     repeat: bool | None = None,
     scale_range: Sequence[float] = augment.DEFAULT_SCALE_RANGE,
+    flip: str = "mirror",
 ) -> tf.data.Dataset:
     """Batches of single frames {"image", "label", "video_id", "clip_index"}.
 
@@ -292,7 +298,7 @@ def frame_dataset(
     ds = _frames(data_dir, split, stream=stream, size=size, training=training,
                  frames_per_video=frames_per_video, seed=seed, shuffle_buffer=shuffle_buffer,
                  cache=cache, repeat=training if repeat is None else repeat,
-                 scale_range=scale_range)
+                 scale_range=scale_range, flip=flip)
     drop = training if drop_remainder is None else drop_remainder
     return _finish(ds, batch_size, drop, seed is not None or not training)
 
@@ -311,6 +317,7 @@ def avd_dataset(
     shuffle_buffer: int = 256,
     cache: bool = False,
     scale_range: Sequence[float] = augment.DEFAULT_SCALE_RANGE,
+    flip: str = "mirror",
 ) -> tf.data.Dataset:
     """(clips, real_frames) batches for training AVD (Eqs. 1-3).
 
@@ -318,6 +325,8 @@ def avd_dataset(
     `clip_dataset`; real_frames: float32 (B, size, size, 3), single RGB frames
     of the TRAINING videos (the paper's p_r, Eq. 2), drawn independently of
     the clips (their own shuffle and seed). Both come in the same batch size.
+    AVD learns no labels, so a flip (`flip="mirror"`) needs no label swap;
+    `flip="none"` flips neither clips nor frames.
 
     training=True: random clips and frames, augmented, drop_remainder and
     repeated forever (use model.fit(steps_per_epoch=...)). training=False:
@@ -328,11 +337,11 @@ def avd_dataset(
     clips = _clips(data_dir, split, stream=stream, num_frames=num_frames, size=size,
                    training=training, clips_per_video=1, frame_stride=frame_stride,
                    seed=_sub_seed(seed, 10), shuffle_buffer=shuffle_buffer, cache=cache,
-                   repeat=training, scale_range=scale_range)
+                   repeat=training, scale_range=scale_range, flip=flip)
     frames = _frames(data_dir, "train", stream="rgb", size=size, training=training,
                      frames_per_video=1, seed=_sub_seed(seed, 11),
                      shuffle_buffer=shuffle_buffer, cache=cache, repeat=True,
-                     scale_range=scale_range)
+                     scale_range=scale_range, flip=flip)
     clips = clips.map(lambda clip: clip["clip"])
     frames = frames.map(lambda frame: frame["image"])
     pairs = tf.data.Dataset.zip(clips, frames)

@@ -211,6 +211,7 @@ def distill_dataset(
     clips_per_video: int = 4,
     batch_size: int = 16,
     progress: bool = True,
+    mirrored: bool = False,
 ) -> dict:
     """Distils every video of the "train" and "test" splits of `data_dir` into `output_dir`.
 
@@ -218,7 +219,13 @@ def distill_dataset(
     pipeline, `clip_dataset(training=False)`, with the model's stream, T and
     image size), each distilled by E into a uint8 (S, S, 3) image stored
     with the video's label and id and the clip's index as image-record
-    shards `{split}-*-of-*.tfrecord`. `stream.json` (stream, T, size,
+    shards `{split}-*-of-*.tfrecord`. With `mirrored`, each record also
+    holds E's image of the mirrored clip (flow: mirrored with x negated), the
+    image a horizontally flipped training sample must show: E is no mirror-
+    symmetric function, so E(mirror(clip)) != mirror(E(clip)). The mirrored
+    clip is the evaluation clip mirrored: the mirrored video's own clip up to
+    a one-pixel shift where the centre crop's margin is odd.
+    `stream.json` (stream, T, size,
     counts, classes, timings) is written last and marks a complete output;
     a previous output in the folder is replaced. Returns its content.
     """
@@ -247,11 +254,15 @@ def distill_dataset(
                        disable=not progress, dynamic_ncols=True) as bar:
             for batch in dataset:
                 out = run(batch["clip"]).numpy()
-                for image, label, video_id, clip_index in zip(
-                    out, batch["label"].numpy(), batch["video_id"].numpy(),
+                mirrors = [None] * len(out)
+                if mirrored:
+                    mirrors = run(augment.flip_left_right(
+                        batch["clip"], flow=spec.stream == "flow")).numpy()
+                for image, mirror, label, video_id, clip_index in zip(
+                    out, mirrors, batch["label"].numpy(), batch["video_id"].numpy(),
                     batch["clip_index"].numpy(),
                 ):
-                    writer.write(images.serialize(image, label, video_id, clip_index))
+                    writer.write(images.serialize(image, label, video_id, clip_index, mirror))
                     ids.add(video_id)
                 count += len(out)
                 bar.update(len(out))
@@ -272,6 +283,7 @@ def distill_dataset(
         "input_channels": spec.channels,
         "channels": 3,
         "clips_per_video": int(clips_per_video),
+        "mirrored": bool(mirrored),
         "classes": classes,
         "model_dir": os.path.abspath(model_dir),
         "data_dir": os.path.abspath(data_dir),

@@ -131,6 +131,7 @@ def prepare(
     dataset_name: str = "",
     videos_per_shard: int = 10,
     pipeline_args: Sequence[str] = (),
+    flip_label_map: dict | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """`prepare.prepare` on the Beam runner `pipeline_args` name; returns (and writes) the manifest.
@@ -140,7 +141,8 @@ def prepare(
     the in-process DirectRunner.
     """
     settings, plan, todo = local.plan_run(
-        dataset, output_dir, options, dataset_name=dataset_name, videos_per_shard=videos_per_shard, log=log
+        dataset, output_dir, options, dataset_name=dataset_name, videos_per_shard=videos_per_shard,
+        flip_label_map=flip_label_map, log=log
     )
     if todo:
         began = time.time()

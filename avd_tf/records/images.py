@@ -4,6 +4,11 @@ Distilled images (avd-distill), dynamic images, mean frames and single frames
 are all stored alike, as uint8 [H, W, C] arrays (C = 3, or 2 for flow) with
 the label and the clip they came from, so video-level scores can average
 over a video's clips. Shards are `{split}-{i:05d}-of-{n:05d}.tfrecord`.
+
+A record may also hold a "mirror" image of the same shape: the image the
+mirrored video gives, for streams where that is not the mirrored image
+(an encoder E: E(mirror(clip)) != mirror(E(clip))). Training reads it when
+it flips a sample; evaluation never reads it.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ SHAPE = "image/shape"
 LABEL = "label"
 VIDEO_ID = "video_id"
 CLIP_INDEX = "clip_index"
+MIRROR = "image/mirror/raw"
 
 FEATURES = {
     IMAGE: tf.io.FixedLenFeature([], tf.string),
@@ -25,12 +31,17 @@ FEATURES = {
     VIDEO_ID: tf.io.FixedLenFeature([], tf.string),
     CLIP_INDEX: tf.io.FixedLenFeature([], tf.int64),
 }
+MIRROR_FEATURES = {**FEATURES, MIRROR: tf.io.FixedLenFeature([], tf.string)}
 
 
-def serialize(image: np.ndarray, label: int, video_id: str | bytes, clip_index: int) -> bytes:
-    """One uint8 [H, W, C] image with its label and origin, serialised."""
+def serialize(image: np.ndarray, label: int, video_id: str | bytes, clip_index: int,
+              mirror: np.ndarray | None = None) -> bytes:
+    """One uint8 [H, W, C] image with its label and origin (and `mirror` image), serialised."""
     if image.dtype != np.uint8 or image.ndim != 3:
         raise ValueError(f"expected a uint8 [H, W, C] image, got {image.dtype} {image.shape}")
+    if mirror is not None and (mirror.dtype != np.uint8 or mirror.shape != image.shape):
+        raise ValueError(f"the mirror image must be uint8 {image.shape} like the image, "
+                         f"got {mirror.dtype} {mirror.shape}")
     if isinstance(video_id, str):
         video_id = video_id.encode("utf-8")
     feature = {
@@ -40,20 +51,28 @@ def serialize(image: np.ndarray, label: int, video_id: str | bytes, clip_index: 
         VIDEO_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[video_id])),
         CLIP_INDEX: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(clip_index)])),
     }
+    if mirror is not None:
+        feature[MIRROR] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[mirror.tobytes()]))
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     return example.SerializeToString(deterministic=True)
 
 
-def parse(serialized: tf.Tensor) -> dict:
-    """Parses one record: {"image": uint8 [H, W, C], "label", "video_id", "clip_index"}."""
-    features = tf.io.parse_single_example(serialized, FEATURES)
-    image = tf.reshape(tf.io.decode_raw(features[IMAGE], tf.uint8), features[SHAPE])
-    return {
-        "image": image,
+def parse(serialized: tf.Tensor, mirror: bool = False) -> dict:
+    """Parses one record: {"image": uint8 [H, W, C], "label", "video_id", "clip_index"}.
+
+    With `mirror`, also "mirror" (uint8 [H, W, C]); a record without one fails.
+    """
+    features = tf.io.parse_single_example(serialized, MIRROR_FEATURES if mirror else FEATURES)
+    parsed = {
+        "image": tf.reshape(tf.io.decode_raw(features[IMAGE], tf.uint8), features[SHAPE]),
         "label": tf.cast(features[LABEL], tf.int32),
         "video_id": features[VIDEO_ID],
         "clip_index": tf.cast(features[CLIP_INDEX], tf.int32),
     }
+    if mirror:
+        parsed["mirror"] = tf.reshape(tf.io.decode_raw(features[MIRROR], tf.uint8),
+                                      features[SHAPE])
+    return parsed
 
 
 class ShardedWriter:

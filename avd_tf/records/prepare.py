@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 import tqdm
 
 from avd_tf.datasets import DatasetSplits, resolve_path
+from avd_tf.datasets import flip_labels
 from avd_tf.records import schema, shards
 from avd_tf.records.convert import ConvertOptions, Task, VideoResult, convert_task, init_worker
 
@@ -51,9 +52,12 @@ def _check_settings(output_dir: str, settings: dict) -> None:
             previous = json.load(f)
         if previous != settings:
             changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+            hint = ""
+            if flip_labels.KEY in changed:
+                hint = "; prepared data takes another flip_label_map at avd-finetune --flip_label_map"
             raise PrepareError(
                 f"{output_dir} holds a preparation made with other settings ({', '.join(changed)} "
-                "differ): use a new --output_dir, or delete this one to start over"
+                f"differ): use a new --output_dir, or delete this one to start over{hint}"
             )
     else:
         shards.write_json_atomically(path, settings)
@@ -87,11 +91,18 @@ def prepare(
     videos_per_shard: int = 10,
     workers: int = 1,
     progress: bool = True,
+    flip_label_map: dict | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Prepares every split of `dataset`; returns (and writes) the manifest."""
+    """Prepares every split of `dataset`; returns (and writes) the manifest.
+
+    `flip_label_map` (mirror classes, `avd_tf.datasets.flip_labels`: class
+    names or indices) is checked against the dataset's classes and recorded
+    in the manifest as {"<index>": index}, both directions.
+    """
     settings, plan, todo = plan_run(
-        dataset, output_dir, options, dataset_name=dataset_name, videos_per_shard=videos_per_shard, log=log
+        dataset, output_dir, options, dataset_name=dataset_name, videos_per_shard=videos_per_shard,
+        flip_label_map=flip_label_map, log=log
     )
     total = sum(len(v[1]) for v in plan.values())
     remaining = sum(len(plan[name][1]) for name in todo)
@@ -142,6 +153,7 @@ def plan_run(
     dataset_name: str,
     videos_per_shard: int,
     log: Callable[[str], None],
+    flip_label_map: dict | None = None,
 ) -> tuple[dict, dict, list[str]]:
     """Readies `output_dir` for a (resumed) run; shared by every runner.
 
@@ -158,6 +170,10 @@ def plan_run(
         "classes": dataset.classes,
         "videos": {split: [e.path for e in entries] for split, entries in dataset.splits.items()},
     }
+    if flip_label_map:
+        # Only when given: folders prepared before the key existed still resume.
+        settings[flip_labels.KEY] = flip_labels.to_json(flip_labels.check_flip_label_map(
+            flip_label_map, dataset.classes, flip_labels.KEY))
     _check_settings(output_dir, settings)
     stale = shards.remove_stale(output_dir)
     if stale:
@@ -240,7 +256,7 @@ def build_manifest(output_dir: str, plan: dict, settings: dict) -> dict:
         for video in videos[split]:
             per_class[video["label"]] += 1
         entry["videos_per_class"] = per_class
-    return {
+    manifest = {
         "dataset": settings["dataset"],
         "classes": settings["classes"],
         "options": settings["options"],
@@ -249,6 +265,9 @@ def build_manifest(output_dir: str, plan: dict, settings: dict) -> dict:
         "failures": failures,
         "notes": sum(len(v["notes"]) > 0 for vs in videos.values() for v in vs),
     }
+    if flip_labels.KEY in settings:
+        manifest[flip_labels.KEY] = settings[flip_labels.KEY]
+    return manifest
 
 
 def dry_run(dataset: DatasetSplits, video_dir: str) -> tuple[list[str], dict]:
