@@ -276,3 +276,18 @@ def test_finetune_records_the_flip_and_the_map(pair, tmp_path):
     with pytest.raises(ValueError, match=f"{broken}: unknown class 'Jump'"):
         ft.finetune(pair[0], "frame", str(tmp_path / "broken"), flip_label_map=broken, **common)
     assert not os.path.exists(tmp_path / "broken" / ft.CONFIG)
+
+
+def test_avd_training_with_flip_none_records_it(pair, tmp_path):
+    from avd_tf.models import training
+
+    model_dir = tmp_path / "avd"
+    training.train_avd(pair[0], str(model_dir), stream="rgb", preset="small", epochs=1,
+                       steps_per_epoch=1, validation_steps=1, flip="none", num_frames=8,
+                       image_size=SIZE, batch_size=2, encoder_filters=[4, 4, 4, 4],
+                       decoder_filters=[4, 4, 4, 4], summary_clips=2, seed=0, progress=False,
+                       log=lambda _: None)
+    assert json.loads((model_dir / training.CONFIG).read_text())["flip"] == "none"
+    with pytest.raises(ValueError, match="flip must be one of mirror, none, got 'random'"):
+        training.train_avd(pair[0], str(tmp_path / "bad"), flip="random", epochs=1,
+                           steps_per_epoch=1, log=lambda _: None, progress=False)

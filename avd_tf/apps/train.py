@@ -50,6 +50,8 @@ flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_float16", "mixed_bf
                   "Keras dtype policy while building the model.")
 flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
 flags.DEFINE_integer("seed", None, "Seed for weights, clips, frames and augmentation.")
+flags.DEFINE_enum("flip", "mirror", ["mirror", "none"], "Training flip of clips and frames: "
+                  "mirror (p = 0.5) or none.")
 flags.DEFINE_integer("validation_steps", None, "Default: the whole test split each epoch.")
 flags.DEFINE_integer("summary_clips", 8, "Test clips shown in the TensorBoard image summary.")
 flags.DEFINE_boolean("progress", True, "Progress bar (off: one line per epoch).")
@@ -76,7 +78,7 @@ def main(argv):
             validation_steps=FLAGS.validation_steps,
             distribution_strategy=FLAGS.distribution_strategy,
             mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
-            seed=FLAGS.seed, summary_clips=FLAGS.summary_clips, progress=FLAGS.progress,
+            seed=FLAGS.seed, flip=FLAGS.flip, summary_clips=FLAGS.summary_clips, progress=FLAGS.progress,
             batch_size=FLAGS.batch_size, lam=FLAGS.lam, num_frames=FLAGS.num_frames,
             image_size=FLAGS.image_size,
             encoder_filters=_widths("encoder_filters", FLAGS.encoder_filters),

@@ -351,6 +351,23 @@ def _summary_clips(data_dir, stream, config, count) -> np.ndarray:
     return next(iter(dataset))["clip"].numpy()
 
 
+def validation_dataset(data_dir: str, stream: str, config: AVDConfig,
+                       seed: int | None = None) -> tf.data.Dataset:
+    """What `train_avd` validates on: one centre clip per test video, as (clips, real frames).
+
+    Batches of `config.batch_size`, finite and of known length, for
+    `model.evaluate` of an AVD model built from `config`.
+    """
+    # Validation reads its clips once per epoch and never uses its real
+    # frames, so caching would only keep a partial cache of those frames.
+    # A known length lets Keras end the pass without a "ran out of data" warning.
+    test = avd_dataset(data_dir, "test", training=False, stream=stream,
+                       num_frames=config.num_frames, size=config.image_size,
+                       batch_size=config.batch_size, seed=seed, cache=False)
+    return test.apply(tf.data.experimental.assert_cardinality(
+        math.ceil(num_videos(data_dir, "test") / config.batch_size)))
+
+
 def _restarting(make) -> tf.data.Dataset:
     """The dataset `make()` returns, built afresh for each iterator.
 
@@ -400,6 +417,7 @@ def train_avd(
     mixed_precision: str = "none",
     jit_compile: bool = False,
     seed: int | None = None,
+    flip: str = "mirror",
     summary_clips: int = 8,
     progress: bool = True,
     log=print,
@@ -416,6 +434,8 @@ def train_avd(
     of STRATEGIES (`make_strategy`); `mixed_precision`: "none",
     "mixed_float16" or "mixed_bfloat16"; `jit_compile`: XLA for the train
     step. `summary_clips` test clips feed the TensorBoard image summary.
+    `flip`: "mirror" flips half of the training clips and frames (AVD
+    learns no labels, so nothing else changes), "none" never flips.
 
     Returns (and writes to metrics.json) the last epoch's rec_loss,
     gen_loss, ed_loss, teacher_loss, teacher_acc_real, teacher_acc_fake,
@@ -465,6 +485,7 @@ def train_avd(
         "mixed_precision": mixed_precision,
         "jit_compile": bool(jit_compile),
         "seed": seed,
+        "flip": flip,
     }))
     finished, done = open_run(model_dir, run_config, program="train", log=log)
     if finished is not None:
@@ -489,14 +510,9 @@ def train_avd(
         keras.utils.set_random_seed(seed)
     cache = _shard_bytes(data_dir) <= CACHE_LIMIT_BYTES
     inputs = dict(stream=stream, num_frames=config.num_frames, size=config.image_size,
-                  batch_size=config.batch_size, seed=seed, cache=cache)
+                  batch_size=config.batch_size, seed=seed, cache=cache, flip=flip)
     train = _restarting(lambda: avd_dataset(data_dir, "train", training=True, **inputs))
-    # Validation reads its clips once per epoch and never uses its real
-    # frames, so caching would only keep a partial cache of those frames.
-    # A known length lets Keras end the pass without a "ran out of data" warning.
-    test = avd_dataset(data_dir, "test", training=False, **{**inputs, "cache": False})
-    test = test.apply(tf.data.experimental.assert_cardinality(
-        math.ceil(test_videos / config.batch_size)))
+    test = validation_dataset(data_dir, stream, config, seed)
     # Under multi_worker_mirrored every worker reads the same seeded stream and
     # keeps its share of each global batch, so the workers train on the
     # batches one process would. tf.data's default there, one file per worker,
@@ -574,6 +590,7 @@ __all__ = [
     "strides_for",
     "teacher_resolution_for",
     "train_avd",
+    "validation_dataset",
     "write_images",
     "write_scalar",
 ]
