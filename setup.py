@@ -12,6 +12,7 @@ PROGRAMS = {
     "avd-demo": "demo",
     "avd-bench": "bench",
     "avd-protocol": "protocol",
+    "avd-ablate": "ablate",
 }
 
 setup(
