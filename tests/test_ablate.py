@@ -1,4 +1,4 @@
-"""avd_tf.ablate, avd_tf.records.holdout and avd-ablate: a real 2-cell x 3-seed ablation on tiny data."""
+"""avd_tf.ablate, avd_tf.records.holdout, avd-ablate: a real 2-cell x 3-seed ablation, tiny data."""
 from __future__ import annotations
 
 import csv

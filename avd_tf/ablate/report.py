@@ -128,7 +128,8 @@ def write_csv(path: str, rows: list[dict]) -> None:
     keys = ["top1", *[f"vs_{b}" for b in BASELINES], *[key for key, *_ in FIGURES]]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["row", "kind", "seeds", *[f"{k}_{s}" for k in keys for s in ("mean", "std")]])
+        writer.writerow(["row", "kind", "seeds",
+                         *[f"{k}_{s}" for k in keys for s in ("mean", "std")]])
         for row in rows:
             values = []
             for key in keys:
@@ -139,7 +140,7 @@ def write_csv(path: str, rows: list[dict]) -> None:
 
 
 def plot(path: str, rows: list[dict], title: str) -> None:
-    """Top-1 per cell and control with std error bars, baselines as bands; motion_gain_db per cell."""
+    """Top-1 per cell and control with std error bars, baselines as bands; motion_gain_db too."""
     import matplotlib
 
     matplotlib.use("Agg")

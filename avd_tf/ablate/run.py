@@ -28,9 +28,16 @@ import time
 from typing import Callable, Sequence
 
 from avd_tf.ablate import report
+from avd_tf.ablate.control import untrained_avd
 from avd_tf.ablate.grid import Grid, folder_name
+from avd_tf.classify.evaluate import evaluate
+from avd_tf.classify.finetune import finetune
 from avd_tf.demo import DemoSettings
+from avd_tf.inputs.shards import list_shards, num_videos, read_manifest
+from avd_tf.models.training import train_avd
+from avd_tf.records.holdout import holdout_folder
 from avd_tf.records.shards import write_json_atomically
+from avd_tf.run_dir import METRICS
 
 EVAL_SPLITS = ("val", "test")
 MIN_SEEDS = 3
@@ -57,8 +64,6 @@ class FinetuneSettings:
 
 
 def _finished(model_dir: str) -> bool:
-    from avd_tf.run_dir import METRICS
-
     return os.path.isfile(os.path.join(model_dir, METRICS))
 
 
@@ -81,10 +86,6 @@ def _classify(data_dir: str, stream: str, run_dir: str, seed: int, settings: Fin
     Returns (evaluation: top1, top5, num_videos, split; whether the
     classifier was reused; seconds spent).
     """
-    from avd_tf.classify.evaluate import evaluate
-    from avd_tf.classify.finetune import finetune
-    from avd_tf.run_dir import METRICS
-
     classifier = os.path.join(run_dir, "classifier")
     reused = _finished(classifier)
     started = time.time()
@@ -173,11 +174,6 @@ def run_ablation(
     3 distinct seeds unless `allow_fewer_seeds`. Returns the content of
     ablation.json (module docstring).
     """
-    from avd_tf.ablate.control import untrained_avd
-    from avd_tf.inputs.shards import list_shards, num_videos, read_manifest
-    from avd_tf.models.training import train_avd
-    from avd_tf.records.holdout import holdout_folder
-
     seeds = _check_seeds(seeds, allow_fewer_seeds)
     if eval_on not in EVAL_SPLITS:
         raise ValueError(f"eval_on (--eval_on) must be one of {', '.join(EVAL_SPLITS)}, "

@@ -55,7 +55,8 @@ flags.DEFINE_integer("finetune_epochs", _DEFAULTS.finetune_epochs, "Fine-tuning 
 flags.DEFINE_integer("finetune_steps", _DEFAULTS.finetune_steps, "Fine-tuning steps per epoch.")
 flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Fine-tuning batch size.")
 flags.DEFINE_float("lr", _DEFAULTS.finetune_lr, "Fine-tuning SGD learning rate of the first epoch.")
-flags.DEFINE_float("lr_decay", _DEFAULTS.finetune_lr_decay, "Fine-tuning learning rate factor per epoch.")
+flags.DEFINE_float("lr_decay", _DEFAULTS.finetune_lr_decay,
+                  "Fine-tuning learning rate factor per epoch.")
 flags.DEFINE_boolean("progress", True, "Progress bars (off: one line per epoch).")
 flags.mark_flags_as_required(["data_dir", "output_dir"])
 
