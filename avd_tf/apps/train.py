@@ -37,6 +37,9 @@ flags.DEFINE_enum("rec_loss", None, ["sum", "mean"],
 flags.DEFINE_enum("gen_loss", None, ["nonsaturating", "saturating"],
                   "E's side of Eq. 2: -log T(E(V)), or log(1 - T(E(V))) as Eq. 2 reads; "
                   "default: the preset's.")
+flags.DEFINE_enum("lr_schedule", None, ["constant", "cosine"],
+                  "Learning rates of E+D and T: constant, or a 5% linear warm-up then cosine "
+                  "decay to 0 over the run; default: the preset's.")
 flags.DEFINE_integer("num_frames", None, "Clip length T (a power of two); default: preset's.")
 flags.DEFINE_integer("image_size", None, "Clip and image side S; default: the preset's.")
 flags.DEFINE_list("encoder_filters", None, "E's widths but the last, e.g. 8,16,16,16.")
@@ -85,7 +88,7 @@ def main(argv):
             encoder_filters=_widths("encoder_filters", FLAGS.encoder_filters),
             decoder_filters=_widths("decoder_filters", FLAGS.decoder_filters),
             ed_lr=FLAGS.ed_lr, t_lr=FLAGS.t_lr, rec_loss=FLAGS.rec_loss,
-            gen_loss=FLAGS.gen_loss,
+            gen_loss=FLAGS.gen_loss, lr_schedule=FLAGS.lr_schedule,
         )
     # RuntimeError includes TrainingDivergedError, whose message says what to change.
     except (OSError, ValueError, RuntimeError) as error:

@@ -528,7 +528,8 @@ def train_avd(
         keras.config.set_dtype_policy(mixed_precision)
     try:
         with strategy.scope():
-            model = compile_avd(build_avd(config, stream), config, jit_compile=jit_compile)
+            model = compile_avd(build_avd(config, stream), config, jit_compile=jit_compile,
+                                total_steps=epochs * steps)
     finally:
         keras.config.set_dtype_policy(policy)
     write_json_atomically(os.path.join(out_dir, CONFIG), run_config)
