@@ -1,9 +1,15 @@
-"""The whole pipeline on the built-in motion data, end to end (`avd-demo`).
+"""The whole pipeline on the built-in demo data, end to end (`avd-demo`).
 
 Stages, each reused when its output is complete so the demo can be re-run
-into the same folder: demo videos -> avd-prepare (RGB + TV-L1) -> avd-train
-(rgb and flow) -> fine-tuning of one ImageNet backbone per stream (the AVD
-streams are distilled on the way) -> avd-evaluate -> figures and summary.md.
+into the same folder: demo videos (class = kind of object x camera motion)
+-> avd-prepare (RGB + TV-L1, with the data's mirror classes) -> per training
+seed: avd-train (rgb and flow), fine-tuning of one ImageNet backbone per
+stream (the AVD streams are distilled on the way), avd-evaluate -> the
+seeds' mean +- std, figures and summary.md.
+
+Every seed trains and evaluates on the same videos (`seed` draws them);
+`seeds` vary AVD training and fine-tuning. The fine-tuned classifiers keep
+their last epoch, so no figure is chosen on the test split.
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import numpy as np
 
 from avd_tf.bench.machine import cpu_model
 from avd_tf.readme_section import replace_section
+from avd_tf.records.shards import write_json_atomically, write_text_atomically
 
 STREAMS = ("frame", "mean", "dynamic", "avd_rgb", "flow", "avd_flow")
 # The paper's Table 1 fusions, plus RGB+OF (the classic two-stream pair).
@@ -26,13 +33,17 @@ FUSIONS = ("frame+flow", "flow+avd_flow", "avd_flow+avd_rgb", "flow+avd_flow+avd
 
 @dataclasses.dataclass
 class DemoSettings:
-    """Sizes chosen so that the demo runs in minutes on a 2-core CPU."""
+    """Sizes chosen so that the demo runs in minutes on a 2-core CPU.
 
-    num_classes: int = 8
+    `num_classes` None: every kind x motion class of the generator's defaults.
+    """
+
+    num_classes: int | None = None
     videos_per_class: int = 10
     frames: int = 24
     size: int = 40
     seed: int = 0
+    seeds: tuple[int, ...] = (0,)
     workers: int = os.cpu_count() or 1
     avd_preset: str = "small"
     avd_epochs: int = 6
@@ -58,8 +69,13 @@ def _stage(log, index: int, total: int, text: str) -> float:
     return time.time()
 
 
+def seed_dir(output_dir: str, seed: int) -> str:
+    """Where the AVD models, classifiers and results of training seed `seed` go."""
+    return os.path.join(output_dir, f"seed-{seed}")
+
+
 def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callable[[str], None] = print) -> dict:
-    """Runs (or finishes) the demo in `output_dir`; returns the evaluation results."""
+    """Runs (or finishes) the demo in `output_dir`; returns the results over the seeds (`aggregate`)."""
     from avd_tf.classify.evaluate import evaluate
     from avd_tf.classify.finetune import finetune
     from avd_tf.datasets import load_dataset
@@ -69,6 +85,8 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
     from avd_tf.video.synthetic import make_demo_dataset
 
     s = settings or DemoSettings()
+    if not s.seeds:
+        raise ValueError("avd-demo needs at least one training seed (--seeds)")
     os.makedirs(output_dir, exist_ok=True)
     timings = {}
     # A stage reused from an earlier run keeps that run's wall time, so the
@@ -84,13 +102,16 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
     avd_streams = [x for x in ("rgb", "flow") if f"avd_{x}" in s.streams]
     total = 6
 
-    t = _stage(log, 1, total, "demo videos (camera motions over random textures)")
-    reused = os.path.exists(os.path.join(video_root, "demo_data.json"))
+    t = _stage(log, 1, total, "demo videos (kinds of object x camera motions)")
+    summary_path = os.path.join(video_root, "demo_data.json")
+    reused = os.path.exists(summary_path)
     if reused:
         log(f"reusing {video_root}")
+        data = json.load(open(summary_path))
     else:
-        make_demo_dataset(video_root, num_classes=s.num_classes, videos_per_class=s.videos_per_class,
-                          frames=s.frames, size=s.size, seed=s.seed, log=log)
+        data = make_demo_dataset(video_root, num_classes=s.num_classes,
+                                 videos_per_class=s.videos_per_class, frames=s.frames, size=s.size,
+                                 seed=s.seed, log=log)
     finish("videos", t, reused)
 
     t = _stage(log, 2, total, "avd-prepare: JPEG frames + TV-L1 flow -> TFRecords")
@@ -100,47 +121,108 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
     else:
         dataset = load_dataset("ucf101", video_dir=os.path.join(video_root, "videos"),
                                split_dir=os.path.join(video_root, "splits"))
+        flip_map = json.load(open(data["flip_label_map"])) if data.get("flip_label_map") else None
         prepare(dataset, os.path.join(video_root, "videos"), data_dir,
                 ConvertOptions(size=s.size, clip_frames=8), dataset_name="demo",
-                workers=s.workers, progress=s.progress, log=log)
+                workers=s.workers, progress=s.progress, flip_label_map=flip_map, log=log)
     finish("prepare", t, reused)
 
-    t = _stage(log, 3, total, f"avd-train: AVD on {', '.join(avd_streams)}")
-    avd_dirs = {stream: os.path.join(output_dir, f"avd_{stream}") for stream in avd_streams}
-    reused = _all_finished(avd_dirs.values())
-    for stream in avd_streams:
-        train_avd(data_dir, avd_dirs[stream], stream=stream, preset=s.avd_preset,
-                  epochs=s.avd_epochs, steps_per_epoch=s.avd_steps, seed=s.seed,
-                  progress=s.progress, log=log)
+    runs = {}
+    t = _stage(log, 3, total, f"avd-train: AVD on {', '.join(avd_streams)}, seeds "
+               + ", ".join(map(str, s.seeds)))
+    avd_dirs = {seed: {stream: os.path.join(seed_dir(output_dir, seed), f"avd_{stream}")
+                       for stream in avd_streams} for seed in s.seeds}
+    reused = all(_all_finished(dirs.values()) for dirs in avd_dirs.values())
+    for seed in s.seeds:
+        for stream in avd_streams:
+            log(f"--- seed {seed}, AVD({stream})")
+            train_avd(data_dir, avd_dirs[seed][stream], stream=stream, preset=s.avd_preset,
+                      epochs=s.avd_epochs, steps_per_epoch=s.avd_steps, seed=seed,
+                      progress=s.progress, log=log)
     finish("avd_train", t, reused)
 
     t = _stage(log, 4, total, f"avd-finetune: {s.backbone} ({s.weights}) on {', '.join(s.streams)}")
-    model_dirs = [os.path.join(output_dir, "classifiers", stream) for stream in s.streams]
-    reused = _all_finished(model_dirs)
-    for stream, model_dir in zip(s.streams, model_dirs):
-        log(f"--- stream {stream}")
-        finetune(data_dir, stream, model_dir, backbone=s.backbone, weights=s.weights,
-                 epochs=s.finetune_epochs, steps_per_epoch=s.finetune_steps, batch_size=s.batch_size,
-                 input_size=s.input_size, lr=s.finetune_lr, lr_decay=s.finetune_lr_decay,
-                 seed=s.seed, avd_model_dir=avd_dirs.get(stream.replace("avd_", "")) if stream.startswith("avd_") else None,
-                 progress=s.progress, log=log)
+    model_dirs = {seed: [os.path.join(seed_dir(output_dir, seed), "classifiers", stream)
+                         for stream in s.streams] for seed in s.seeds}
+    reused = all(_all_finished(dirs) for dirs in model_dirs.values())
+    for seed in s.seeds:
+        for stream, model_dir in zip(s.streams, model_dirs[seed]):
+            log(f"--- seed {seed}, stream {stream}")
+            avd_dir = avd_dirs[seed].get(stream.removeprefix("avd_")) if stream.startswith("avd_") else None
+            finetune(data_dir, stream, model_dir, backbone=s.backbone, weights=s.weights,
+                     epochs=s.finetune_epochs, steps_per_epoch=s.finetune_steps,
+                     batch_size=s.batch_size, input_size=s.input_size, lr=s.finetune_lr,
+                     lr_decay=s.finetune_lr_decay, seed=seed, avd_model_dir=avd_dir,
+                     progress=s.progress, log=log)
     finish("finetune", t, reused)
 
     t = _stage(log, 5, total, "avd-evaluate: video-level accuracy per stream and late fusion")
     fusions = [f for f in FUSIONS if set(f.split("+")) <= set(s.streams)]
-    results = evaluate(model_dirs, data_dir, fusions=fusions or None,
-                       output=os.path.join(output_dir, "results.json"),
-                       confusion_png=os.path.join(output_dir, "confusion.png"),
-                       markdown=os.path.join(output_dir, "table.md"), progress=s.progress, log=log)
+    for seed in s.seeds:
+        folder = seed_dir(output_dir, seed)
+        runs[seed] = evaluate(model_dirs[seed], data_dir, fusions=fusions or None,
+                              output=os.path.join(folder, "results.json"),
+                              confusion_png=os.path.join(folder, "confusion.png"),
+                              markdown=os.path.join(folder, "table.md"), progress=s.progress,
+                              log=log)
+    results = aggregate(runs)
+    results["avd"] = {stream: aggregate_avd([avd_dirs[seed][stream] for seed in s.seeds])
+                      for stream in avd_streams}
+    write_json_atomically(os.path.join(output_dir, "results.json"), results)
     finish("evaluate", t, False)
 
     t = _stage(log, 6, total, "figures and summary.md")
-    figures = write_figures(output_dir, data_dir, avd_dirs, s)
+    first = s.seeds[0]
+    figures = write_figures(output_dir, data_dir, avd_dirs[first], s)
+    confusion = os.path.join(seed_dir(output_dir, first), "confusion.png")
+    if os.path.exists(confusion):
+        figures.append(confusion)
     finish("figures", t, False)
     timings["total"] = sum(timings.values())
-    write_summary(output_dir, results, figures, timings, s, avd_dirs)
+    write_summary(output_dir, results, figures, timings, s, data)
     log(open(os.path.join(output_dir, "summary.md")).read())
     return results
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = np.asarray(list(values), float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def aggregate(runs: dict) -> dict:
+    """Per stream and fusion: top-1/top-5 mean and std over the seeds' evaluate() results."""
+    seeds = sorted(runs)
+    first = runs[seeds[0]]
+    out = {"seeds": seeds, "classes": first.get("classes"), "split": first.get("split", "test"),
+           "streams": {}, "fusions": {}}
+    for group in ("streams", "fusions"):
+        for key, entry in first.get(group, {}).items():
+            row = {"num_videos": entry["num_videos"]}
+            for metric in ("top1", "top5"):
+                values = [runs[seed][group][key][metric] for seed in seeds]
+                row[metric], row[f"{metric}_std"] = mean_std(values)
+                row[f"{metric}_runs"] = values
+            out[group][key] = row
+    return out
+
+
+# Figures of a trained AVD model that the demo reports (last epoch, test clips).
+AVD_FIGURES = ("val_psnr", "val_still_psnr", "val_motion_gain_db", "val_motion_r2",
+               "val_scene_psnr", "teacher_acc_real", "teacher_acc_fake", "grad_ratio",
+               "clips_per_second")
+
+
+def aggregate_avd(model_dirs: list[str]) -> dict:
+    """AVD_FIGURES over the runs in `model_dirs`: {name: {"mean", "std", "runs"}}."""
+    metrics = [json.load(open(os.path.join(path, "metrics.json"))) for path in model_dirs]
+    out = {}
+    for key in AVD_FIGURES:
+        values = [m[key] for m in metrics if m.get(key) is not None]
+        if values:
+            mean, std = mean_std(values)
+            out[key] = {"mean": mean, "std": std, "runs": values}
+    return out
 
 
 def _all_finished(run_dirs) -> bool:
@@ -217,45 +299,70 @@ def write_figures(output_dir: str, data_dir: str, avd_dirs: dict, s: DemoSetting
         fig.savefig(path, dpi=100)
         plt.close(fig)
         figures.append(path)
-    confusion = os.path.join(output_dir, "confusion.png")
-    if os.path.exists(confusion):
-        figures.append(confusion)
     return figures
 
 
-def avd_training_lines(avd_dirs: dict) -> list[str]:
-    """Per AVD stream: test PSNR per epoch, image-vs-scene PSNR, teacher accuracy, speed."""
+def seeds_table(results: dict) -> str:
+    """Markdown: top-1 (%) mean +- std over the seeds per stream and fusion, and each seed's value."""
+    from avd_tf.classify.report import display_name
+
+    seeds = results["seeds"]
+    header = f"| video top-1 (%) | mean ± std over {len(seeds)} seed(s) | " + " | ".join(
+        f"seed {seed}" for seed in seeds) + " |"
+    lines = [header, "|---|---:|" + "---:|" * len(seeds)]
+    for group in ("streams", "fusions"):
+        for key, row in results[group].items():
+            runs = " | ".join(f"{100 * v:.1f}" for v in row["top1_runs"])
+            lines.append(f"| {display_name(key)} | {100 * row['top1']:.1f} ± "
+                         f"{100 * row['top1_std']:.1f} | {runs} |")
+    return "\n".join(lines)
+
+
+def _figure(entry: dict, digits: int = 1) -> str:
+    return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
+
+
+def avd_lines(results: dict) -> list[str]:
+    """Per AVD stream: the motion diagnostic and training figures, mean ± std over the seeds."""
     lines = []
-    for stream, path in avd_dirs.items():
-        metrics = json.load(open(os.path.join(path, "metrics.json")))
-        history = metrics["history"]
-        line = (f"* AVD({stream}): test PSNR per epoch "
-                + ", ".join(f"{h['val_psnr']:.1f}" for h in history) + " dB")
-        if "val_scene_psnr" in history[-1]:
-            line += ("; image vs the clip's mean frame "
-                     + ", ".join(f"{h['val_scene_psnr']:.1f}" for h in history) + " dB")
-        line += (f"; teacher accuracy (last epoch) {metrics['teacher_acc_real']:.2f} on real "
-                 f"frames, {metrics['teacher_acc_fake']:.2f} on distilled images; "
-                 f"{metrics['clips_per_second']:.0f} training clips/s.")
+    for stream, figures in results.get("avd", {}).items():
+        get = figures.get
+        line = (f"* AVD({stream}), last epoch on the test clips: reconstruction PSNR "
+                f"{_figure(get('val_psnr'))} dB against {_figure(get('val_still_psnr'))} dB for the "
+                f"best still picture (the mean frame repeated): motion gain "
+                f"{_figure(get('val_motion_gain_db'), 2)} dB, motion R² "
+                f"{_figure(get('val_motion_r2'), 3)}")
+        if get("val_scene_psnr"):
+            line += f"; image vs the clip's mean frame {_figure(get('val_scene_psnr'))} dB"
+        line += (f"; teacher accuracy {_figure(get('teacher_acc_real'), 2)} on real frames, "
+                 f"{_figure(get('teacher_acc_fake'), 2)} on distilled images; adversarial / "
+                 f"reconstruction gradient at E's output {_figure(get('grad_ratio'), 3)}; "
+                 f"{get('clips_per_second')['mean']:.0f} training clips/s.")
         lines.append(line)
     return lines
 
 
 def write_summary(output_dir: str, results: dict, figures: list[str], timings: dict, s: DemoSettings,
-                  avd_dirs: dict) -> None:
-    table = open(os.path.join(output_dir, "table.md")).read()
+                  data: dict) -> None:
+    classes = results["classes"] or data.get("classes", [])
+    videos = max(row["num_videos"] for row in results["streams"].values())
+    kinds = ", ".join(data.get("kinds") or []) or "none"
+    motions = ", ".join(data.get("motions") or [])
     lines = [
         "# avd-demo summary",
         "",
-        f"{s.num_classes} motion classes x {s.videos_per_class} videos of {s.frames} frames at "
-        f"{s.size}x{s.size}; AVD preset `{s.avd_preset}` ({s.avd_epochs} epochs x {s.avd_steps} steps); "
-        f"backbone `{s.backbone}` (weights: {s.weights}) at {s.input_size}x{s.input_size}, "
-        f"{s.finetune_epochs} epochs x {s.finetune_steps} steps, SGD lr {s.finetune_lr} x{s.finetune_lr_decay} per epoch. "
-        f"Chance is {100 / s.num_classes:.1f}% top-1.",
+        f"{len(classes)} classes = kind of object ({kinds}) x camera motion ({motions}); "
+        f"{s.videos_per_class} videos per class of {s.frames} frames at {s.size}x{s.size}; "
+        f"{videos} test videos (chance {100 / max(len(classes), 1):.1f}% top-1). "
+        f"AVD preset `{s.avd_preset}` ({s.avd_epochs} epochs x {s.avd_steps} steps); backbone "
+        f"`{s.backbone}` (weights: {s.weights}) at {s.input_size}x{s.input_size}, "
+        f"{s.finetune_epochs} epochs x {s.finetune_steps} steps, SGD lr {s.finetune_lr} "
+        f"x{s.finetune_lr_decay} per epoch, last epoch kept. Seeds {', '.join(map(str, results['seeds']))} "
+        "vary AVD training and fine-tuning on the same videos.",
         "",
-        table.strip(),
+        seeds_table(results),
         "",
-        *avd_training_lines(avd_dirs),
+        *avd_lines(results),
         "",
         "Wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())
         + f" on {cpu_model()}, {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f} at the end).",
@@ -263,10 +370,8 @@ def write_summary(output_dir: str, results: dict, figures: list[str], timings: d
         "Figures: " + ", ".join(os.path.basename(f) for f in figures),
         "",
     ]
-    with open(os.path.join(output_dir, "summary.md"), "w") as f:
-        f.write("\n".join(lines))
-    with open(os.path.join(output_dir, "timings.json"), "w") as f:
-        json.dump(timings, f, indent=1)
+    write_text_atomically(os.path.join(output_dir, "summary.md"), "\n".join(lines))
+    write_json_atomically(os.path.join(output_dir, "timings.json"), timings)
 
 
 README_SECTION = "avd-demo results"

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from avd_tf import readme_section
@@ -15,6 +16,7 @@ TINY = [
     "--num_classes", "3", "--videos_per_class", "5", "--frames", "12", "--size", "32",
     "--avd_epochs", "1", "--avd_steps", "2", "--finetune_epochs", "1", "--finetune_steps", "2",
     "--input_size", "32", "--batch_size", "4", "--workers", "1", "--progress=false",
+    "--seeds", "0,1",
 ]
 
 
@@ -34,6 +36,7 @@ def test_bad_settings_end_with_one_clear_line(tmp_path):
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_reuses_them_and_fills_the_readme(tmp_path):
     out = tmp_path / "demo"
     first = run_demo(out)
@@ -42,16 +45,30 @@ def test_demo_runs_every_stage_reuses_them_and_fills_the_readme(tmp_path):
     results = json.loads((out / "results.json").read_text())
     streams = ["frame", "mean", "dynamic", "avd_rgb", "flow", "avd_flow"]
     fusions = ["frame+flow", "flow+avd_flow", "avd_flow+avd_rgb", "flow+avd_flow+avd_rgb"]
+    assert results["seeds"] == [0, 1]
     for key in streams + fusions:
         entry = results["streams"][key] if key in streams else results["fusions"][key]
         assert 0.0 <= entry["top1"] <= entry["top5"] <= 1.0 and entry["num_videos"] > 0, key
-    for name in ("summary.md", "table.md", "contact_sheet.png", "avd_training.png", "confusion.png"):
+        # The mean and std over the seeds are those of each seed's own evaluation.
+        group = "streams" if key in streams else "fusions"
+        runs = [json.loads((out / f"seed-{seed}" / "results.json").read_text())[group][key]["top1"]
+                for seed in (0, 1)]
+        assert entry["top1_runs"] == runs
+        assert entry["top1"] == pytest.approx(np.mean(runs))
+        assert entry["top1_std"] == pytest.approx(np.std(runs, ddof=1))
+    for name in ("summary.md", "contact_sheet.png", "avd_training.png", "seed-0/confusion.png",
+                 "seed-1/table.md"):
         assert (out / name).stat().st_size > 0, name
     summary = (out / "summary.md").read_text()
     assert "| AVD (RGB) |" in summary and "Wall time (s):" in summary
-    # AVD figures per stream: PSNR per epoch, and for RGB the image-vs-scene PSNR.
-    assert "* AVD(rgb): test PSNR per epoch" in summary and "image vs the clip's mean frame" in summary
-    assert "* AVD(flow): test PSNR per epoch" in summary
+    assert "mean ± std over 2 seed(s)" in summary
+    # The motion diagnostic per AVD stream, and for RGB the image-vs-scene PSNR.
+    assert "* AVD(rgb), last epoch on the test clips" in summary and "motion gain" in summary
+    assert "image vs the clip's mean frame" in summary
+    assert "* AVD(flow), last epoch on the test clips" in summary
+    for stream in ("rgb", "flow"):
+        gain = results["avd"][stream]["val_motion_gain_db"]
+        assert len(gain["runs"]) == 2 and gain["mean"] == pytest.approx(np.mean(gain["runs"]))
 
     timings = json.loads((out / "timings.json").read_text())
     readme = tmp_path / "README.md"

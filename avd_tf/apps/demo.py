@@ -2,11 +2,12 @@
 
   avd-demo --output_dir demo_run
 
-Generates the demo videos, prepares them (RGB + TV-L1 flow), trains AVD on
+Generates the demo videos (class = kind of object x camera motion),
+prepares them (RGB + TV-L1 flow), and for each training seed trains AVD on
 both streams, fine-tunes the pretrained EfficientNet-Lite0 on every stream
-(frame, mean, dynamic, avd_rgb, flow, avd_flow), evaluates them and their
-late fusions, and writes results.json, summary.md and PNG figures. Re-running
-into the same folder reuses every finished stage.
+(frame, mean, dynamic, avd_rgb, flow, avd_flow) and evaluates them and their
+late fusions; writes results.json (mean ± std over the seeds), summary.md and
+PNG figures. Re-running into the same folder reuses every finished stage.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from avd_tf.demo import STREAMS, DemoSettings, run_demo, write_readme
 _DEFAULTS = DemoSettings()
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "demo_run", "Folder for everything the demo makes.")
-flags.DEFINE_integer("num_classes", _DEFAULTS.num_classes, "Motion classes (chance = 1/num_classes).")
+flags.DEFINE_integer("num_classes", _DEFAULTS.num_classes, "Use the first N kind x motion "
+                     "classes (default: all 8; chance = 1/N).")
 flags.DEFINE_integer("videos_per_class", _DEFAULTS.videos_per_class, "Videos per class.")
 flags.DEFINE_integer("frames", _DEFAULTS.frames, "Frames per demo video.")
 flags.DEFINE_integer("size", _DEFAULTS.size, "Frame size of the demo videos and prepared data.")
@@ -34,7 +36,9 @@ flags.DEFINE_integer("finetune_steps", _DEFAULTS.finetune_steps, "Fine-tuning st
 flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Fine-tuning batch size.")
 flags.DEFINE_list("streams", list(STREAMS), "Streams to fine-tune and evaluate.")
 flags.DEFINE_integer("workers", _DEFAULTS.workers, "Preparation worker processes.")
-flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of the demo data and of training.")
+flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of the demo videos.")
+flags.DEFINE_list("seeds", [str(x) for x in _DEFAULTS.seeds], "Training seeds (AVD training and "
+                  "fine-tuning, on the same videos); the tables give mean ± std over them.")
 flags.DEFINE_boolean("progress", True, "Show progress bars.")
 flags.DEFINE_string("readme", "", "After the demo, write its table and figures into the "
                     "'avd-demo results' section of this Markdown file (and its contact sheet "
@@ -62,6 +66,10 @@ def main(argv):
         seed=FLAGS.seed,
         progress=FLAGS.progress,
     )
+    try:
+        settings.seeds = tuple(int(seed) for seed in FLAGS.seeds)
+    except ValueError:
+        sys.exit(f"avd-demo: --seeds must be comma-separated integers, got {','.join(FLAGS.seeds)}")
     try:
         run_demo(FLAGS.output_dir, settings)
         if FLAGS.readme:

@@ -41,13 +41,18 @@ def is_complete(output_dir: str, name: str) -> bool:
     )
 
 
-def write_json_atomically(path: str, value) -> None:
+def write_text_atomically(path: str, text: str) -> None:
+    """Writes `text` under a temporary name and renames it: readers never see half a file."""
     tmp = path + TMP_SUFFIX
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1, sort_keys=True)
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomically(path: str, value) -> None:
+    write_text_atomically(path, json.dumps(value, indent=1, sort_keys=True))
 
 
 def finish(output_dir: str, name: str, summary: dict) -> None:
