@@ -87,3 +87,23 @@ def test_demo_runs_every_stage_reuses_them_and_fills_the_readme(tmp_path):
     assert text.startswith(f"# Project\n\n{begin}\n") and text.endswith(f"{end}\n\n## Next\n")
     assert "old" not in text and "| AVD (RGB) |" in text and "Wall time (s):" in text
     assert (tmp_path / "docs" / "images" / "demo_contact_sheet.png").read_bytes() == (out / "contact_sheet.png").read_bytes()
+
+
+def test_kind_and_motion_accuracies_from_the_confusion_matrix():
+    from avd_tf.demo import aggregate, factor_accuracies
+
+    classes = ["RoundTranslateLeft", "RoundTranslateRight", "BoxTranslateLeft", "BoxTranslateRight"]
+    # Rows: true class; columns: predicted. 10 videos.
+    confusion = [[1, 1, 0, 0],   # Round Left: one right, one mirror partner (kind right)
+                 [0, 0, 2, 0],   # Round Right -> Box Left: both factors wrong
+                 [0, 0, 1, 2],   # Box Left: one right, two with the motion wrong
+                 [0, 1, 0, 2]]   # Box Right: two right, one with the kind wrong
+    figures = factor_accuracies(confusion, classes)
+    assert figures["kind_accuracy"] == pytest.approx(7 / 10)
+    assert figures["motion_accuracy"] == pytest.approx(5 / 10)
+    runs = {seed: {"classes": classes, "fusions": {}, "streams": {"frame": {
+                "top1": top1, "top5": 1.0, "num_videos": 10, "confusion": confusion}}}
+            for seed, top1 in ((0, 0.4), (1, 0.6))}
+    row = aggregate(runs)["streams"]["frame"]
+    assert row["top1"] == pytest.approx(0.5) and row["top1_std"] == pytest.approx(np.std([0.4, 0.6], ddof=1))
+    assert row["kind_accuracy"] == pytest.approx(0.7) and row["kind_accuracy_std"] == 0.0

@@ -113,7 +113,10 @@ def parse_fusions(spec: str | Sequence[str] | None, streams: Sequence[str]) -> l
 
 
 def _accuracy(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """Top-1/top-5 over the videos, and the confusion matrix (rows: true class, columns: predicted)."""
+    confusion = scores.confusion_matrix(np.argmax(probs, axis=1), labels, probs.shape[1])
     return {
+        "confusion": confusion.tolist(),
         "top1": scores.topk_accuracy(probs, labels, 1),
         "top5": scores.topk_accuracy(probs, labels, TOP5),
         "num_videos": int(len(labels)),

@@ -499,7 +499,7 @@ def preprocess_image(image: tf.Tensor, size: int, *, training: bool, flow: bool,
 def _mirror_class_table(mirror_classes, classes: list, stream_dir: str) -> tf.Tensor:
     """int32 (num_classes,): each class's mirror class, checked."""
     num = len(classes)
-    table = list(range(num)) if mirror_classes is None else [int(c) for c in mirror_classes]
+    table = [int(c) for c in mirror_classes]
     if len(table) != num or any(not 0 <= c < num for c in table):
         raise ValueError(f"mirror_classes must give a class in 0..{num - 1} for each of the "
                          f"{num} classes of {stream_dir}, got {list(mirror_classes)}")
@@ -541,7 +541,8 @@ def stream_dataset(
         raise ValueError(f"size and batch_size must be >= 1, got {size} and {batch_size}")
     augment.check_scale_range(scale_range)
     augment.check_flip(flip)
-    mirror_table = _mirror_class_table(mirror_classes, list(info["classes"]), stream_dir)
+    mirror_table = (None if mirror_classes is None
+                    else _mirror_class_table(mirror_classes, list(info["classes"]), stream_dir))
     # Only training flips, so only training reads the mirrored video's images.
     stored_mirror = training and flip == "mirror" and info["stream"] in MIRRORED_STREAMS
     if stored_mirror and not info.get("mirrored_images"):
@@ -574,7 +575,9 @@ def stream_dataset(
         image, flipped = preprocess_image(
             element["image"], size, training=training, flow=flow, seed=element_seed,
             scale_range=scale_range, flip=flip, mirror=element.get("mirror"))
-        label = tf.where(flipped, tf.gather(mirror_table, element["label"]), element["label"])
+        label = element["label"]
+        if mirror_table is not None:
+            label = tf.where(flipped, tf.gather(mirror_table, label), label)
         return {"image": tf.ensure_shape(image, [size, size, channels]),
                 "label": label, "video_id": element["video_id"],
                 "clip_index": element["clip_index"]}
