@@ -7,8 +7,9 @@ rank-pooling weights (DESIGN.md section 3)
     alpha_t = sum_{j=t..N} (2j - N - 1) / j
             = 2(N - t + 1) - (N + 1)(H_N - H_{t-1}),   H_k = sum_{i<=k} 1/i,
 
-which sum to 0 (so a still clip gives d = 0) and grow towards the end of the
-clip, so a pixel that gets brighter over time is positive in d.
+which sum to 0 (so a still clip of two or more frames gives d = 0) and grow
+towards the end of the clip, so a pixel that gets brighter over time is
+positive in d. A one-frame clip gets the weight 1 (the official code's rule).
 
 Two details follow Bilen et al.'s official MATLAB code, not a popular Python
 port: the "- 1" in (2j - N - 1) is kept (dropping it makes the weights sum to
@@ -37,11 +38,15 @@ def rank_pool_weights(n: int) -> np.ndarray:
     """Approximate rank-pooling weights alpha_1..alpha_n (float64[n]).
 
     Computed as the reverse cumulative sum of (2j - n - 1) / j, the definition
-    itself; for n = 1 the single weight is 0.
+    itself. For n = 1 that sum is 0; Bilen et al.'s `vl_nnarpooltemporal.m`
+    sets the weight to 1 instead, so a one-frame clip's image is the frame,
+    and so do we.
     """
     if int(n) != n or n < 1:
         raise ValueError(f"rank_pool_weights: need a clip length n >= 1, got {n!r}")
     n = int(n)
+    if n == 1:
+        return np.ones(1)
     j = np.arange(1, n + 1, dtype=np.float64)
     return np.cumsum(((2.0 * j - n - 1.0) / j)[::-1])[::-1]
 
@@ -124,7 +129,9 @@ def tf_rank_pool_weights(n) -> tf.Tensor:
     """
     n = tf.cast(n, tf.float64)
     j = tf.range(1.0, n + 1.0, dtype=tf.float64)
-    return tf.cast(tf.cumsum((2.0 * j - n - 1.0) / j, reverse=True), tf.float32)
+    weights = tf.cumsum((2.0 * j - n - 1.0) / j, reverse=True)
+    # One frame: weight 1, as the official code (see rank_pool_weights).
+    return tf.cast(tf.where(tf.equal(n, 1.0), tf.ones_like(weights), weights), tf.float32)
 
 
 def tf_dynamic_image(frames) -> tf.Tensor:
