@@ -309,3 +309,39 @@ def test_flow_colour_coding_and_grids():
         visualize.flow_to_rgb(np.zeros((2, 2, 3)))
     with pytest.raises(ValueError, match="differ in size"):
         visualize.image_grid([np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4, 3), np.uint8)], 2)
+
+
+def test_distil_one_video_file_with_the_program(rgb_model_dir, flow_model_dir, tmp_path):
+    """avd-distill --video: a real AVI in, the centre clip's image out; bad files named in one line."""
+    clip = synthetic.render_video(CLASSES[0], seed=5, frames=20, size=48)
+    video = str(synthetic.write_video(tmp_path / "clip.avi", clip))
+    frames = avd_tf.video.decode.read_video(video, size=SIZE)
+    for model_dir in (rgb_model_dir, flow_model_dir):
+        output = tmp_path / f"{os.path.basename(model_dir)}.png"
+        run = subprocess.run([sys.executable, "-m", "avd_tf.apps.distill", "--model_dir", model_dir,
+                              "--video", video, "--output", str(output)],
+                             capture_output=True, text=True, timeout=TIMEOUT)
+        assert run.returncode == 0, run.stderr[-3000:]
+        written = cv2.cvtColor(cv2.imread(str(output)), cv2.COLOR_BGR2RGB)
+        assert written.shape == (SIZE, SIZE, 3)
+        if model_dir == rgb_model_dir:
+            np.testing.assert_array_equal(written, distill.distill(model_dir, frames))
+        else:
+            # TV-L1 of the centre 9 frames (8 flow frames), as avd-prepare computes it.
+            start = (len(frames) - 9) // 2
+            grey = [flow_lib.to_gray(f) for f in frames[start:start + 9]]
+            tvl1 = flow_lib.TVL1("cpu")
+            flow = np.stack([tvl1.calc(a, b) for a, b in zip(grey[:-1], grey[1:])])
+            np.testing.assert_array_equal(written, distill.distill(model_dir, flow))
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    for args, message in (
+        (["--video", str(broken), "--output", str(tmp_path / "x.png")], str(broken)),
+        (["--video", video], "--video needs --output"),
+        ([], "give --video FILE --output FILE.png, or --data_dir and --output_dir"),
+    ):
+        run = subprocess.run([sys.executable, "-m", "avd_tf.apps.distill", "--model_dir",
+                              rgb_model_dir, *args], capture_output=True, text=True, timeout=TIMEOUT)
+        assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+        last = run.stderr.strip().splitlines()[-1]
+        assert last.startswith("avd-distill: ") and message in last, last

@@ -1,7 +1,12 @@
-r"""avd-distill: turn every video of a prepared dataset into AVD distilled images.
+r"""avd-distill: AVD distilled images of one video file, or of a whole prepared dataset.
+
+  avd-distill --model_dir runs/avd_rgb --video clip.mp4 --output clip.png
 
   avd-distill --model_dir runs/avd_rgb --data_dir prepared/ucf101_s1 \
       --output_dir distilled/avd_rgb --clips_per_video 4 --png
+
+With --video: decodes the file with OpenCV, distils the clip at its middle
+(TV-L1 flow first for a flow model) and writes the image as a PNG.
 
 Runs E of an AVD model trained by avd-train over `--clips_per_video` evenly
 spaced clips of every train and test video (the model's stream, clip length
@@ -20,6 +25,8 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "AVD model folder written by avd-train.")
+flags.DEFINE_string("video", None, "One video file to distil (instead of --data_dir).")
+flags.DEFINE_string("output", None, "With --video: the PNG file to write.")
 flags.DEFINE_string("data_dir", None, "Folder prepared by avd-prepare.")
 flags.DEFINE_string("output_dir", None, "Where the image shards (and PNGs) go.")
 flags.DEFINE_integer("clips_per_video", 4, "Evenly spaced clips distilled per video.")
@@ -28,16 +35,38 @@ flags.DEFINE_boolean("png", False, "Also write PNG files and a contact sheet.")
 flags.DEFINE_integer("sheet_videos", 8, "Test videos (rows) on the contact sheet.")
 flags.DEFINE_integer("sheet_frames", 8, "Clip frames shown per row of the contact sheet.")
 flags.DEFINE_boolean("progress", True, "Progress bars.")
-flags.mark_flags_as_required(["model_dir", "data_dir", "output_dir"])
+flags.mark_flags_as_required(["model_dir"])
 
 CONTACT_SHEET = "contact_sheet.png"
+
+
+def _distill_video() -> dict:
+    from avd_tf import visualize
+    from avd_tf.models import distill
+
+    if not FLAGS.output:
+        raise ValueError("--video needs --output, the PNG file to write")
+    image = distill.distill_video(FLAGS.model_dir, FLAGS.video)
+    return {"video": FLAGS.video, "output": visualize.save_png(FLAGS.output, image),
+            "shape": list(image.shape)}
 
 
 def main(argv):
     del argv
     from avd_tf import visualize
     from avd_tf.models import distill
+    from avd_tf.video.decode import VideoError
 
+    if FLAGS.video is not None:
+        try:
+            print(json.dumps(_distill_video()))
+        except (OSError, ValueError, RuntimeError, VideoError) as error:
+            sys.exit(f"avd-distill: {error}")
+        return 0
+    missing = [f"--{name}" for name in ("data_dir", "output_dir") if not getattr(FLAGS, name)]
+    if missing:
+        sys.exit(f"avd-distill: give --video FILE --output FILE.png, or {' and '.join(missing)} "
+                 "for a prepared dataset")
     try:
         info = distill.distill_dataset(
             FLAGS.model_dir, FLAGS.data_dir, FLAGS.output_dir,

@@ -43,6 +43,7 @@ from avd_tf.models.avd import AVD
 from avd_tf.models.encoder import Encoder
 from avd_tf.records import images
 from avd_tf.records.shards import write_json_atomically
+from avd_tf.video import decode
 from avd_tf.video import flow as flow_lib
 
 ENCODER_FILE = "encoder.keras"
@@ -191,6 +192,29 @@ def distill(model_dir_or_encoder, frames: np.ndarray) -> np.ndarray:
     spec = encoder_spec(encoder)
     clip = prepare_clip(_check_frames(frames, spec), spec)
     return images_to_uint8(encoder(clip[None], training=False))[0].numpy()
+
+
+def distill_video(model_dir_or_encoder, path: str) -> np.ndarray:
+    """E's uint8 image (S, S, 3) of the clip at the middle of the video file `path`.
+
+    Decodes with OpenCV (short side to E's image size), takes the centre
+    clip as evaluation does and, for a flow encoder, computes TV-L1 flow on
+    that clip's frames only (as avd-prepare would: grey frames, ±20 px).
+    Raises `avd_tf.video.decode.VideoError` naming the file when it cannot
+    be read.
+    """
+    encoder = load_encoder(model_dir_or_encoder)
+    spec = encoder_spec(encoder)
+    frames = decode.read_video(path, size=spec.image_size)
+    if spec.stream == "flow":
+        if len(frames) < 2:
+            raise decode.VideoError(path, "one frame: optical flow needs at least two")
+        span = sampling.clip_span(spec.num_frames) + 1
+        start = max(0, (len(frames) - span) // 2)
+        grey = [flow_lib.to_gray(f) for f in frames[start : start + span]]
+        tvl1 = flow_lib.TVL1("cpu")
+        frames = np.stack([tvl1.calc(a, b) for a, b in zip(grey[:-1], grey[1:])])
+    return distill(encoder, frames)
 
 
 def _remove_previous_output(output_dir: str) -> None:
