@@ -16,14 +16,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 from typing import Callable
 
 import numpy as np
 
 from avd_tf.bench.machine import cpu_model
-from avd_tf.readme_section import replace_section
+from avd_tf.readme_section import replace_section_with_image
 from avd_tf.records.shards import write_json_atomically, write_text_atomically
 
 STREAMS = ("frame", "mean", "dynamic", "avd_rgb", "flow", "avd_flow")
@@ -438,8 +437,6 @@ def write_readme(output_dir: str, readme: str) -> str:
         raise FileNotFoundError(f"{summary}: no finished demo in {output_dir}")
     body = open(summary, encoding="utf-8").read().split("\n", 1)[1]
     body = "\n".join(line for line in body.splitlines() if not line.startswith("Figures: ")).strip()
-    image = os.path.join(os.path.dirname(os.path.abspath(readme)), "docs", "images", "demo_contact_sheet.png")
-    os.makedirs(os.path.dirname(image), exist_ok=True)
-    shutil.copyfile(os.path.join(output_dir, "contact_sheet.png"), image)
-    replace_section(readme, README_SECTION, body + "\n\n![demo contact sheet](docs/images/demo_contact_sheet.png)\n")
-    return image
+    return replace_section_with_image(readme, README_SECTION, body,
+                                      os.path.join(output_dir, "contact_sheet.png"),
+                                      "demo_contact_sheet.png")

@@ -8,6 +8,7 @@ avd-demo --readme) only replace what is between them.
 from __future__ import annotations
 
 import os
+import shutil
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -30,3 +31,16 @@ def replace_section(path: str, name: str, text: str) -> None:
     with open(temporary, "w", encoding="utf-8") as f:
         f.write(updated)
     os.replace(temporary, path)
+
+
+def replace_section_with_image(path: str, name: str, text: str, image: str, image_name: str) -> str:
+    """`replace_section` with `text` and the PNG `image`, copied to docs/images/`image_name` beside `path`.
+
+    Returns the copy's path; the section links to it relatively.
+    """
+    folder = os.path.join(os.path.dirname(os.path.abspath(path)), "docs", "images")
+    os.makedirs(folder, exist_ok=True)
+    copy = os.path.join(folder, image_name)
+    shutil.copyfile(image, copy)
+    replace_section(path, name, text.rstrip("\n") + f"\n\n![{name}](docs/images/{image_name})\n")
+    return copy

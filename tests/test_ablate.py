@@ -271,3 +271,22 @@ def test_program_refuses_bad_input_in_one_line(args, expected, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("avd-ablate: ") and expected in last, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_readme_section_gets_the_table_and_plot(ablation, tmp_path):
+    from avd_tf import readme_section
+    from avd_tf.ablate import write_readme
+
+    readme = tmp_path / "README.md"
+    begin, end = readme_section.markers("avd-ablate results")
+    readme.write_text(f"# Project\n\n{begin}\nold\n{end}\n\nafter\n")
+    image = write_readme(ablation["output"], str(readme), "avd-ablate results")
+    text = readme.read_text()
+    table = open(os.path.join(ablation["output"], "ablation.md")).read().strip()
+    assert table in text and "old" not in text and text.endswith(f"{end}\n\nafter\n")
+    assert "(docs/images/avd_ablate_results.png)" in text
+    with open(image, "rb") as copy, open(os.path.join(ablation["output"], "ablation.png"), "rb") as plot:
+        assert copy.read() == plot.read()
+    with pytest.raises(ValueError, match="no other section"):
+        write_readme(ablation["output"], str(readme), "other section")

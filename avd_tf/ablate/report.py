@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import re
 import statistics
+
+from avd_tf.readme_section import replace_section_with_image
 
 BASELINES = ("frame", "mean", "dynamic")
 KINDS = ("cell", "control", "baseline")
@@ -180,3 +184,16 @@ def plot(path: str, rows: list[dict], title: str) -> None:
 
 __all__ = ["BASELINES", "FIGURES", "markdown", "mean_std", "plot", "summarise", "table_rows",
            "write_csv"]
+
+
+def write_readme(output_dir: str, readme: str, section: str) -> str:
+    """Puts a finished ablation's table (ablation.md) and plot into section `section` of `readme`.
+
+    Returns the plot's copy under docs/images/ (named after the section).
+    """
+    table = os.path.join(output_dir, "ablation.md")
+    if not os.path.exists(table):
+        raise FileNotFoundError(f"{table}: no finished ablation in {output_dir}")
+    name = re.sub(r"[^a-z0-9]+", "_", section.lower()).strip("_") + ".png"
+    return replace_section_with_image(readme, section, open(table, encoding="utf-8").read(),
+                                      os.path.join(output_dir, "ablation.png"), name)

@@ -58,6 +58,10 @@ flags.DEFINE_float("lr", _DEFAULTS.finetune_lr, "Fine-tuning SGD learning rate o
 flags.DEFINE_float("lr_decay", _DEFAULTS.finetune_lr_decay,
                   "Fine-tuning learning rate factor per epoch.")
 flags.DEFINE_boolean("progress", True, "Progress bars (off: one line per epoch).")
+flags.DEFINE_string("readme", "", "After the ablation, write its table and plot into the "
+                    "--readme_section section of this Markdown file (the plot goes to "
+                    "docs/images/ beside it).")
+flags.DEFINE_string("readme_section", "avd-ablate results", "Name of that marked section.")
 flags.mark_flags_as_required(["data_dir", "output_dir"])
 
 
@@ -92,6 +96,14 @@ def main(argv):
         sys.exit(f"avd-ablate: {error}")
     with open(os.path.join(FLAGS.output_dir, "ablation.md")) as f:
         print(f.read())
+    if FLAGS.readme:
+        from avd_tf.ablate import write_readme
+
+        try:
+            print(f"updated {FLAGS.readme} and "
+                  f"{write_readme(FLAGS.output_dir, FLAGS.readme, FLAGS.readme_section)}")
+        except (OSError, ValueError) as error:
+            sys.exit(f"avd-ablate: {error}")
     return 0
 
 
