@@ -290,3 +290,21 @@ def test_readme_section_gets_the_table_and_plot(ablation, tmp_path):
         assert copy.read() == plot.read()
     with pytest.raises(ValueError, match="no other section"):
         write_readme(ablation["output"], str(readme), "other section")
+
+
+def test_extra_cells_change_the_first_cell():
+    from avd_tf.ablate.grid import parse_cells
+
+    grid = Grid(lams=(0.5, 1.0), extra=parse_cells("rec_loss=mean; lam=1.0,gen_loss=saturating"))
+    cells = grid.cells()
+    assert len(cells) == 4
+    assert cells[2] == {"preset": "small", "num_frames": 8, "lam": 0.5, "rec_loss": "mean",
+                        "gen_loss": "nonsaturating"}
+    assert cells[3]["lam"] == 1.0 and cells[3]["gen_loss"] == "saturating"
+    assert grid.label(cells[2]) == "lam=0.5 rec=mean gen=nonsaturating"
+    # An extra cell equal to a product cell counts once.
+    assert len(Grid(lams=(0.5,), extra=parse_cells("lam=0.5")).cells()) == 1
+    for text, message in (("rec_loss=median", "extra cells .*median"), ("foo=1", "unknown field"),
+                          ("lam", "expected field=value")):
+        with pytest.raises(ValueError, match=message):
+            Grid(extra=parse_cells(text))

@@ -2,7 +2,9 @@
 
 Each axis lists values of one AVDConfig field (`lam`, `rec_loss`,
 `gen_loss`, `num_frames`) or the preset; a cell is one value per axis.
-`num_frames` None means the preset's clip length.
+`num_frames` None means the preset's clip length. `extra` adds single
+cells outside the product: each changes some fields of the first cell
+(every axis at its first value), e.g. {"rec_loss": "mean"}.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ class Grid:
     gen_losses: tuple[str, ...] = ("nonsaturating",)
     num_frames: tuple[int | None, ...] = (None,)
     presets: tuple[str, ...] = ("small",)
+    extra: tuple[dict, ...] = ()
 
     def __post_init__(self):
         for axis in AXES:
@@ -45,6 +48,15 @@ class Grid:
         for lam in self.lams:
             if not 0.0 <= float(lam) <= 1.0:
                 raise ValueError(f"lams (--lams): lambda must be in [0, 1], got {lam}")
+        for cell in self.extra:
+            unknown = sorted(set(cell) - set(AXES.values()))
+            if unknown:
+                raise ValueError(f"extra cells (--extra_cells): unknown field {unknown[0]!r}; "
+                                 f"expected {', '.join(AXES.values())}")
+            try:  # each value is checked as the axis it belongs to
+                Grid(**{axis: (cell[key],) for axis, key in AXES.items() if key in cell})
+            except ValueError as error:
+                raise ValueError(f"extra cells (--extra_cells): {error}") from None
         for preset in self.presets:
             for frames in self.num_frames:
                 try:
@@ -60,6 +72,16 @@ class Grid:
             frames = resolve_config(preset, num_frames=frames).num_frames
             cell = {"preset": preset, "num_frames": frames, "lam": float(lam),
                     "rec_loss": rec, "gen_loss": gen}
+            if cell not in cells:
+                cells.append(cell)
+        first = {key: getattr(self, axis)[0] for axis, key in AXES.items()}
+        for changes in self.extra:
+            cell = {**first, **changes}
+            cell = {"preset": cell["preset"],
+                    "num_frames": resolve_config(cell["preset"],
+                                                 num_frames=cell["num_frames"]).num_frames,
+                    "lam": float(cell["lam"]), "rec_loss": cell["rec_loss"],
+                    "gen_loss": cell["gen_loss"]}
             if cell not in cells:
                 cells.append(cell)
         return cells
@@ -90,4 +112,20 @@ def folder_name(setting: dict) -> str:
     return "_".join(parts)
 
 
-__all__ = ["AXES", "Grid", "folder_name"]
+def parse_cells(text: str) -> tuple[dict, ...]:
+    """"lam=0.95,rec_loss=mean;gen_loss=saturating" -> ({"lam": 0.95, "rec_loss": "mean"}, ...)."""
+    cells = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        cell = {}
+        for item in part.split(","):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"extra cells (--extra_cells): expected field=value, got {item!r}")
+            key, value = key.strip(), value.strip()
+            cell[key] = (float(value) if key == "lam"
+                         else int(value) if key == "num_frames" else value)
+        cells.append(cell)
+    return tuple(cells)
+
+
+__all__ = ["AXES", "Grid", "folder_name", "parse_cells"]

@@ -39,6 +39,9 @@ flags.DEFINE_list("gen_losses", ["nonsaturating"],
                   "E's side of Eq. 2: nonsaturating, saturating.")
 flags.DEFINE_list("num_frames", [], "Clip lengths T (powers of two); default: the preset's.")
 flags.DEFINE_list("presets", ["small"], "AVD presets: small, paper.")
+flags.DEFINE_string("extra_cells", "", "Cells outside the cross product, ';'-separated, each "
+                    "changing fields of the first cell, e.g. "
+                    "'lam=0.95,rec_loss=mean;gen_loss=saturating'.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of every run (at least 3).")
 flags.DEFINE_boolean("allow_fewer_seeds", False, "Accept fewer than 3 seeds (for tests).")
 flags.DEFINE_integer("epochs", _DEFAULTS.avd_epochs, "AVD training epochs per cell.")
@@ -76,12 +79,13 @@ def _numbers(name: str, values, kind) -> tuple:
 def main(argv):
     del argv
     from avd_tf.ablate import FinetuneSettings, Grid, run_ablation
+    from avd_tf.ablate.grid import parse_cells
 
     try:
         grid = Grid(lams=_numbers("lams", FLAGS.lams, float),
                     rec_losses=tuple(FLAGS.rec_losses), gen_losses=tuple(FLAGS.gen_losses),
                     num_frames=_numbers("num_frames", FLAGS.num_frames, int) or (None,),
-                    presets=tuple(FLAGS.presets))
+                    presets=tuple(FLAGS.presets), extra=parse_cells(FLAGS.extra_cells))
         settings = FinetuneSettings(
             backbone=FLAGS.backbone, weights=FLAGS.weights, input_size=FLAGS.input_size,
             epochs=FLAGS.finetune_epochs, steps_per_epoch=FLAGS.finetune_steps,
