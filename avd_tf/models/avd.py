@@ -306,33 +306,35 @@ class AVD(keras.Model):
             )
         encoder_vars = self.encoder.trainable_variables
         decoder_vars = self.decoder.trainable_variables
-        # Persistent: each term's gradient at E's output is taken on its own
-        # (for grad_ratio), then E is differentiated once with their sum.
-        with tf.GradientTape(persistent=True) as tape:
+        # One tape per network: each Eq. 3 term is differentiated to E's
+        # output on its own (for grad_ratio), then E once with their sum;
+        # no tape holds ops another differentiates, so no dead gradient ops.
+        with tf.GradientTape() as encoder_tape:
             images = self.encoder(clips, training=True)
+        real_logits, fake_logits, real_losses, fake_losses = self._teacher_update(
+            real_frames, images
+        )
+        with tf.GradientTape() as decoder_tape:
+            decoder_tape.watch(images)
             reconstruction = self.decoder(images, training=True)
             rec_per_example = self._reconstruction_errors(clips, reconstruction)
-            with tape.stop_recording():
-                real_logits, fake_logits, real_losses, fake_losses = self._teacher_update(
-                    real_frames, images
-                )
             rec_term = self.optimizer.scale_loss(self.lam * _global_mean(rec_per_example))
-            if self.lam < 1.0:
+        rec_image_grad, *decoder_grads = decoder_tape.gradient(rec_term, [images, *decoder_vars])
+        if self.lam < 1.0:
+            with tf.GradientTape() as teacher_tape:
+                teacher_tape.watch(images)
                 gen_logits = self.teacher(images, training=True, return_logits=True)[:, 0]
                 gen_per_example = self._generator_losses(gen_logits)
                 adv_term = self.optimizer.scale_loss(
                     (1.0 - self.lam) * _global_mean(gen_per_example)
                 )
-            else:
-                gen_per_example = self._generator_losses(fake_logits)
-        rec_image_grad, *decoder_grads = tape.gradient(rec_term, [images, *decoder_vars])
-        adv_image_grad = ops.zeros_like(rec_image_grad)
-        if self.lam < 1.0:
-            adv_image_grad = tape.gradient(adv_term, images)
-        encoder_grads = tape.gradient(
+            adv_image_grad = teacher_tape.gradient(adv_term, images)
+        else:
+            gen_per_example = self._generator_losses(fake_logits)
+            adv_image_grad = ops.zeros_like(rec_image_grad)
+        encoder_grads = encoder_tape.gradient(
             images, encoder_vars, output_gradients=rec_image_grad + adv_image_grad
         )
-        del tape
         self.optimizer.apply_gradients(
             zip(encoder_grads + decoder_grads, encoder_vars + decoder_vars)
         )
