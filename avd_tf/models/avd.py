@@ -366,20 +366,19 @@ class AVD(keras.Model):
         reconstruction = self.decoder(images, training=False)
         rec_per_example = self._reconstruction_errors(clips, reconstruction)
         psnrs = clip_psnrs(clips, reconstruction)
-        batch = ops.shape(clips)[0]
-        self.rec_tracker.update_state(ops.mean(rec_per_example), sample_weight=batch)
-        self.psnr_tracker.update_state(ops.mean(psnrs["psnr"]), sample_weight=batch)
-        self.still_psnr_tracker.update_state(ops.mean(psnrs["still_psnr"]), sample_weight=batch)
-        self.motion_gain_tracker.update_state(
-            ops.mean(psnrs["motion_gain_db"]), sample_weight=batch
-        )
+        # Per-clip values, so a replica's empty last batch adds nothing (a
+        # batch mean would be NaN).
+        self.rec_tracker.update_state(rec_per_example)
+        self.psnr_tracker.update_state(psnrs["psnr"])
+        self.still_psnr_tracker.update_state(psnrs["still_psnr"])
+        self.motion_gain_tracker.update_state(psnrs["motion_gain_db"])
         self.motion_r2_tracker.update_state(clips, reconstruction)
         trackers = [self.rec_tracker, *self._evaluation_trackers]
         if clips.shape[-1] == 3:
             scene_psnr = tf.image.psnr(
                 (images + 1.0) / 2.0, (ops.mean(clips, axis=1) + 1.0) / 2.0, max_val=1.0
             )
-            self.scene_psnr_tracker.update_state(ops.mean(scene_psnr), sample_weight=batch)
+            self.scene_psnr_tracker.update_state(scene_psnr)
         else:
             trackers.remove(self.scene_psnr_tracker)
         return {tracker.name: tracker.result() for tracker in trackers}
