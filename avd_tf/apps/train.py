@@ -30,7 +30,7 @@ flags.DEFINE_integer("epochs", 5, "Epochs to train.")
 flags.DEFINE_integer("steps_per_epoch", None, "Default: train videos // batch_size (>= 1).")
 flags.DEFINE_integer("batch_size", None, "Clips per (global) batch; default: the preset's.")
 flags.DEFINE_float("lam", None, "Eq. 3's lambda (reconstruction weight) for the trained "
-                   "stream; default: the preset's (paper and small: rgb 0.95, flow 0.999).")
+                   "stream; default: the preset's (paper and small: rgb 0.1, flow 0.999).")
 flags.DEFINE_enum("rec_loss", None, ["sum", "mean"],
                   "Eq. 1 over a clip's elements: the paper's sum, or the mean (then --lam "
                   "means a size-independent weight); default: the preset's.")
