@@ -67,7 +67,8 @@ flags.DEFINE_string("work_dir", "", "Folder for the prepared data and the SavedM
                     "(default: a temporary folder, removed at the end).")
 
 PARTS = ("train", "input", "distill", "tvl1", "dynamic")
-# The targets of issue 6 on a 2-core CPU; TV-L1 should scale to 90 % of linear.
+# The performance targets on a 2-core CPU (docs/performance.md); TV-L1 should scale
+# to 90 % of linear.
 MFU_TARGET = 0.6
 INPUT_OVER_TRAIN_TARGET = 3.0
 TVL1_EFFICIENCY_TARGET = 0.9
@@ -259,7 +260,7 @@ def _dynamic(config, settings, result) -> None:
 
 
 def _checks(preset: str, result: dict, settings: dict) -> dict:
-    """Each target of issue 6 that this run measured: value, target, met."""
+    """Each performance target that this run measured: value, target, met."""
     checks = {}
 
     def check(key, value, target, met):

@@ -159,7 +159,7 @@ def _build_headless(spec: BackboneSpec, weights, input_shape) -> keras.Model:
 def cross_modality_init(source: keras.Model, target: keras.Model) -> None:
     """Copies `source`'s weights into `target`, adapting the input channels.
 
-    TSN's cross-modality initialisation (DESIGN.md section 3): a conv kernel
+    TSN's cross-modality initialisation (docs/design.md, section 3): a conv kernel
     whose input-channel count differs (the first conv: RGB -> flow) becomes
     the mean over the source's input channels, repeated over the target's.
     All other weights are copied as they are. The two models must have the

@@ -2,7 +2,7 @@
 
 The paper's closest peer (section 4.6, Table 4, "DI [1]") summarises a clip
 of frames I_1..I_N in one image d = sum_t alpha_t * I_t with the approximate
-rank-pooling weights (DESIGN.md section 3)
+rank-pooling weights (docs/design.md, section 3)
 
     alpha_t = sum_{j=t..N} (2j - N - 1) / j
             = 2(N - t + 1) - (N + 1)(H_N - H_{t-1}),   H_k = sum_{i<=k} 1/i,

@@ -6,7 +6,7 @@ so that motion stays coherent:
 
 * re-scaling: uint8 values q become q / 255 * 2 - 1 in [-1, 1]. For flow
   images stored as q = round(255 * (v + 20) / 40) this is v / 20, the
-  kinetics-i3d convention (DESIGN.md section 3).
+  kinetics-i3d convention (docs/design.md, section 3).
 * size jitter + cropping: resize the short side to size * s, s uniform in
   `scale_range` (default [1.0, 1.25], our choice), then crop size x size at a
   uniform random position. We crop first (a square of short_side / s pixels

@@ -3,7 +3,7 @@
 A clip is `num_frames` frames `frame_stride` apart, so it covers
 `clip_span = (num_frames - 1) * frame_stride + 1` frames of the video.
 
-Short videos are LOOPED (our choice; DESIGN.md section 2 allows loop or pad):
+Short videos are LOOPED (our choice, docs/design.md, section 2):
 frame indices are taken modulo the video length, so a 5-frame video read as
 an 8-frame clip gives frames 0 1 2 3 4 0 1 2. Looping keeps every clip made of
 real frames, where zero padding would show E blank frames that no video has.

@@ -15,7 +15,7 @@ with training=False), so a clip gives the image the dataset path gives:
 * flow encoders take either the uint8 quantised x / y form that avd-prepare
   stores (q = round(255 * (v + 20) / 40)), or float flow in pixels, which is
   truncated to [-20, 20] and quantised the same way first, so both forms
-  give the same image (DESIGN.md section 3).
+  give the same image (docs/design.md, section 3).
 
 Images come out as uint8 round((x + 1) * 127.5) of E's [-1, 1] output.
 `distill_dataset` runs E over the evenly spaced clips of every video of a

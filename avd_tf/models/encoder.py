@@ -146,7 +146,7 @@ class Encoder(keras.Model):
     """E: five Conv3D layers mapping a clip (B, T, H, W, C) to an image (B, H, W, 3).
 
     Paper section 4.2: kernels 3x5x5 (time x height x width), stride 2, batch
-    norm + ReLU between the layers. Our reading (DESIGN.md section 2): the
+    norm + ReLU between the layers. Our reading (docs/design.md, section 2): the
     stride is temporal only and the padding 'same', so the image keeps the
     frames' height and width while the time axis is folded away; the last
     layer has 3 filters and tanh (an image in [-1, 1]) with no BN/ReLU.

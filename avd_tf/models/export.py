@@ -1,4 +1,4 @@
-"""E as a SavedModel for serving (DESIGN.md section 4): uint8 clips in, uint8 images out.
+"""E as a SavedModel for serving (docs/design.md, section 5): uint8 clips in, uint8 images out.
 
 The serving function holds the whole numeric path of `avd_tf.models.distill`
 after sampling and resizing: q / 255 * 2 - 1, E in inference mode, and

@@ -74,11 +74,17 @@ class AVDConfig:
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ValueError(f"AVDConfig: {key} must be in [0, 1], got {getattr(self, key)}")
         if self.rec_loss not in REC_LOSSES:
-            raise ValueError(f"AVDConfig: rec_loss must be one of {REC_LOSSES}, got {self.rec_loss!r}")
+            raise ValueError(
+                f"AVDConfig: rec_loss must be one of {REC_LOSSES}, got {self.rec_loss!r}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"AVDConfig: lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+            raise ValueError(
+                f"AVDConfig: lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
+            )
         if self.gen_loss not in GEN_LOSSES:
-            raise ValueError(f"AVDConfig: gen_loss must be one of {GEN_LOSSES}, got {self.gen_loss!r}")
+            raise ValueError(
+                f"AVDConfig: gen_loss must be one of {GEN_LOSSES}, got {self.gen_loss!r}"
+            )
         if self.batch_size < 1:
             raise ValueError(f"AVDConfig: batch_size must be positive, got {self.batch_size}")
 
@@ -100,7 +106,7 @@ def stream_overrides(stream: str, overrides: dict) -> dict:
 
 
 PRESETS = {
-    # The paper's setting (section 4.2, DESIGN.md section 2): 32-frame 112x112
+    # The paper's setting (section 4.2, docs/design.md, section 2): 32-frame 112x112
     # clips, five stride-2 layers. Widths are ours: E never downsamples in
     # space, so each layer costs T' x 112 x 112 x 75 x C_in x C_out
     # multiply-adds; C3D-like widths (64-128-256-256) would take about

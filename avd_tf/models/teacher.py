@@ -14,7 +14,7 @@ class Teacher(keras.Model):
     T is the discriminator of Eq. 2: it outputs the probability that an image
     (B, H, W, 3) in [-1, 1] is a real video frame rather than E's output.
 
-    Our choices where the paper is silent (DESIGN.md section 2):
+    Our choices where the paper is silent (docs/design.md, section 2):
     * A fixed average pooling brings the image down to `input_resolution`
       squared before flattening, so the first Dense layer stays small on
       112x112 images. The image's height and width must be multiples of

@@ -1,6 +1,6 @@
 """The on-disk format of a prepared video: one `tf.train.SequenceExample`.
 
-Follows TF Model Garden's video layout (DESIGN.md section 3): the context holds
+Follows TF Model Garden's video layout (docs/design.md, section 3): the context holds
 the video's identity and label (0-based), feature lists hold JPEG-encoded RGB
 frames and the TV-L1 flow x / y images (uint8, `round(255 * (v + 20) / 40)`).
 A video of N frames has N-1 flow frames (one per consecutive pair), or none

@@ -3,7 +3,7 @@
 Flow is computed on grayscale frames with OpenCV contrib's Dual TV-L1, on
 the GPU when the OpenCV build has CUDA, truncated to [-BOUND, BOUND] pixels
 and quantised to uint8 with q = round(255 * (v + BOUND) / (2 * BOUND)), the
-TSN/denseflow convention (DESIGN.md section 3). This module must not import
+TSN/denseflow convention (docs/design.md, section 3). This module must not import
 TensorFlow (it runs in preparation worker processes).
 """
 from __future__ import annotations
