@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,6 +18,7 @@ from avd_tf.ablate import FinetuneSettings, Grid, mean_std, run_ablation
 from avd_tf.ablate.run import write_outputs
 from avd_tf.inputs.holdout import video_group
 from avd_tf.inputs.shards import read_manifest
+from avd_tf.models import build_avd
 from avd_tf.records import schema
 from avd_tf.records.convert import ConvertOptions
 from avd_tf.records.holdout import holdout_folder
@@ -160,9 +162,15 @@ def test_control_is_the_untrained_encoder_through_the_same_pipeline(ablation):
         with open(os.path.join(avd_dir, "config.json")) as f:
             config = json.load(f)
         assert config["untrained"] and config["stream"] == "rgb" and config["seed"] == run["seed"]
+        # Lambda is pinned (E's initial weights do not depend on it) ...
+        assert config["config"]["lam"] == 1.0
         with open(os.path.join(run["run_dir"], "classifier", "config.json")) as f:
             assert json.load(f)["avd_model_dir"] == avd_dir
         weights.append(load_encoder(avd_dir).get_weights()[0])
+        # ... and E is the one a training run of that seed starts from, whatever its lambda.
+        keras.utils.set_random_seed(run["seed"])
+        start = build_avd("small", "rgb", lam=0.5).encoder.get_weights()[0]
+        np.testing.assert_array_equal(weights[-1], start)
         assert set(run["figures"]) == {"val_psnr", "val_still_psnr", "val_motion_gain_db",
                                        "val_motion_r2", "val_scene_psnr"}
     # Seeded: each seed its own initial E.

@@ -34,10 +34,12 @@ def untrained_avd(data_dir: str, model_dir: str, *, preset: str = "small", seed:
     `keras.utils.set_random_seed(seed)`, and evaluated on the clips
     `train_avd` validates on (`validation_dataset`: the test split of
     `data_dir`). Returns the metrics; a finished folder of the same run is
-    returned as it is.
+    returned as it is. E's initial weights do not depend on Eq. 3's lambda,
+    so the control pins it (1.0): a preset whose lambda changes keeps its
+    controls.
     """
     started = time.time()
-    config = resolve_config(preset, **overrides)
+    config = resolve_config(preset, **{**overrides, "lam": 1.0})
     run_config = json.loads(json.dumps({
         "preset": preset,
         "config": dataclasses.asdict(config),
