@@ -292,7 +292,7 @@ def test_readme_section_gets_the_table_and_plot(ablation, tmp_path):
     image = write_readme(ablation["output"], str(readme), "avd-ablate results")
     text = readme.read_text()
     table = open(os.path.join(ablation["output"], "ablation.md")).read().strip()
-    assert table in text and "old" not in text and text.endswith(f"{end}\n\nafter\n")
+    assert table in text and "\nold\n" not in text and text.endswith(f"{end}\n\nafter\n")
     assert "(docs/images/avd_ablate_results.png)" in text
     with open(image, "rb") as copy, open(os.path.join(ablation["output"], "ablation.png"), "rb") as plot:
         assert copy.read() == plot.read()
