@@ -45,9 +45,10 @@ class DemoSettings:
     seeds: tuple[int, ...] = (0,)
     workers: int = os.cpu_count() or 1
     avd_preset: str = "small"
-    # 1500 steps per stream (cosine schedule): on the demo data E's
-    # reconstruction then beats the best still picture (motion_r2 ~0.45 on
-    # the test clips, seed 0); at 600 steps it did not yet (-0.3 dB).
+    # 1500 steps per stream (cosine schedule), set from the motion diagnostic
+    # of one seed-0 run (test clips, no labels): D's clips then beat the best
+    # still picture by 0.9 dB (motion_r2 0.38); 600 constant-rate steps
+    # reached +0.1 dB (0.30).
     avd_epochs: int = 10
     avd_steps: int = 150
     backbone: str = "efficientnet_lite0"
