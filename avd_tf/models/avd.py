@@ -139,12 +139,16 @@ class AVD(keras.Model):
             self.scene_psnr_tracker,
         ]
 
-    def _step_trackers(self, evaluating: bool) -> list:
-        """The trackers `train_step` (or `test_step`) reports: the same keys in both places."""
+    def _step_trackers(self, evaluating: bool, scene: bool = True) -> list:
+        """The trackers `train_step` (or `test_step`) reports: the same keys in both places.
+
+        `scene`: whether evaluation has a scene to compare E's image with
+        (RGB clips; flow clips have none).
+        """
         if not evaluating:
             return [t for t in self.metrics if t not in self._evaluation_trackers]
         trackers = [self.rec_tracker, *self._evaluation_trackers]
-        if self.scene_psnr_tracker.count == 0:  # flow clips have no scene to compare with
+        if not scene:
             trackers.remove(self.scene_psnr_tracker)
         return trackers
 
@@ -157,7 +161,8 @@ class AVD(keras.Model):
         reset every tracker first; only evaluation updates `psnr`.
         """
         evaluating = bool(self.psnr_tracker.count > 0)
-        return {t.name: t.result() for t in self._step_trackers(evaluating)}
+        scene = bool(self.scene_psnr_tracker.count > 0)
+        return {t.name: t.result() for t in self._step_trackers(evaluating, scene)}
 
     @property
     def ed_optimizer(self):
@@ -373,15 +378,13 @@ class AVD(keras.Model):
         self.still_psnr_tracker.update_state(psnrs["still_psnr"])
         self.motion_gain_tracker.update_state(psnrs["motion_gain_db"])
         self.motion_r2_tracker.update_state(clips, reconstruction)
-        trackers = [self.rec_tracker, *self._evaluation_trackers]
-        if clips.shape[-1] == 3:
+        scene = clips.shape[-1] == 3
+        if scene:
             scene_psnr = tf.image.psnr(
                 (images + 1.0) / 2.0, (ops.mean(clips, axis=1) + 1.0) / 2.0, max_val=1.0
             )
             self.scene_psnr_tracker.update_state(scene_psnr)
-        else:
-            trackers.remove(self.scene_psnr_tracker)
-        return {tracker.name: tracker.result() for tracker in trackers}
+        return {t.name: t.result() for t in self._step_trackers(True, scene)}
 
     def get_config(self):
         return {
