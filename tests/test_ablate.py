@@ -257,7 +257,8 @@ def test_grid_and_mean_std():
     assert mean_std([0.5]) == "0.5" and mean_std([]) == ""
     for bad, message in ((dict(lams=()), "lams"), (dict(presets=("big",)), "presets"),
                          (dict(gen_losses=("x",)), "gen_losses"),
-                         (dict(num_frames=(6,)), "num_frames"), (dict(lams=(1.5,)), "lams")):
+                         (dict(num_frames=(6,)), "num_frames"), (dict(lams=(1.5,)), "lams"),
+                         (dict(widths=("8-16",)), "widths"), (dict(widths=("0-1-1-1",)), "widths")):
         with pytest.raises(ValueError, match=message):
             Grid(**bad)
 
@@ -300,19 +301,36 @@ def test_readme_section_gets_the_table_and_plot(ablation, tmp_path):
         write_readme(ablation["output"], str(readme), "other section")
 
 
+def test_widths_axis_sets_both_networks_and_the_control():
+    from avd_tf.ablate.grid import config_overrides, folder_name
+
+    grid = Grid(lams=(0.1,), widths=(None, "16-32-32-32"))
+    cells = grid.cells()
+    assert [cell["widths"] for cell in cells] == ["8-16-16-16", "16-32-32-32"]
+    assert [arch["widths"] for arch in grid.architectures()] == ["8-16-16-16", "16-32-32-32"]
+    assert grid.label(cells[1]) == "widths=16-32-32-32 lam=0.1"
+    assert folder_name(cells[1]) == "small_T8_w16-32-32-32_lam0.1_sum_nonsaturating"
+    overrides = config_overrides(cells[1])
+    assert overrides["encoder_filters"] == (16, 32, 32, 32)
+    assert overrides["decoder_filters"] == (32, 32, 32, 16)
+    assert "preset" not in overrides and "widths" not in overrides
+    # The preset's widths named explicitly are the same cell as None.
+    assert len(Grid(lams=(0.1,), widths=(None, "8-16-16-16")).cells()) == 1
+
+
 def test_extra_cells_change_the_first_cell():
     from avd_tf.ablate.grid import parse_cells
 
     grid = Grid(lams=(0.5, 1.0), extra=parse_cells("rec_loss=mean; lam=1.0,gen_loss=saturating"))
     cells = grid.cells()
     assert len(cells) == 4
-    assert cells[2] == {"preset": "small", "num_frames": 8, "lam": 0.5, "rec_loss": "mean",
-                        "gen_loss": "nonsaturating"}
+    assert cells[2] == {"preset": "small", "num_frames": 8, "widths": "8-16-16-16", "lam": 0.5,
+                        "rec_loss": "mean", "gen_loss": "nonsaturating"}
     assert cells[3]["lam"] == 1.0 and cells[3]["gen_loss"] == "saturating"
     assert grid.label(cells[2]) == "lam=0.5 rec=mean gen=nonsaturating"
     # An extra cell equal to a product cell counts once.
     assert len(Grid(lams=(0.5,), extra=parse_cells("lam=0.5")).cells()) == 1
     for text, message in (("rec_loss=median", "extra cells .*median"), ("foo=1", "unknown field"),
-                          ("lam", "expected field=value")):
+                          ("lam", "expected field=value"), ("widths=8-x", "widths")):
         with pytest.raises(ValueError, match=message):
             Grid(extra=parse_cells(text))

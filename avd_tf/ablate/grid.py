@@ -1,8 +1,9 @@
 """The settings an ablation compares: a full cross product of AVD(RGB) training axes.
 
 Each axis lists values of one AVDConfig field (`lam`, `rec_loss`,
-`gen_loss`, `num_frames`) or the preset; a cell is one value per axis.
-`num_frames` None means the preset's clip length. `extra` adds single
+`gen_loss`, `num_frames`), E's widths or the preset; a cell is one value
+per axis. `num_frames` None means the preset's clip length; `widths` ("16-32-32-32":
+E's widths but the last, D mirrors them as the presets do) None the preset's. `extra` adds single
 cells outside the product: each changes some fields of the first cell
 (every axis at its first value), e.g. {"rec_loss": "mean"}.
 """
@@ -16,10 +17,37 @@ from avd_tf.models.presets import PRESETS
 from avd_tf.models.training import resolve_config
 
 # Axis name -> the AVDConfig field it sets, in the order cells are named.
-AXES = {"presets": "preset", "num_frames": "num_frames", "lams": "lam",
+AXES = {"presets": "preset", "num_frames": "num_frames", "widths": "widths", "lams": "lam",
         "rec_losses": "rec_loss", "gen_losses": "gen_loss"}
-SHORT = {"preset": "preset", "num_frames": "T", "lam": "lam", "rec_loss": "rec",
-         "gen_loss": "gen"}
+SHORT = {"preset": "preset", "num_frames": "T", "widths": "widths", "lam": "lam",
+         "rec_loss": "rec", "gen_loss": "gen"}
+# The keys of a cell that describe E's (and D's) architecture.
+ARCHITECTURE = ("preset", "num_frames", "widths")
+
+
+def parse_widths(text: str) -> tuple[int, ...]:
+    """"16-32-32-32" -> (16, 32, 32, 32)."""
+    try:
+        widths = tuple(int(v) for v in str(text).split("-"))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise ValueError(f"widths (--widths): expected positive widths joined by '-', "
+                         f"e.g. 16-32-32-32, got {text!r}")
+    return widths
+
+
+def format_widths(widths) -> str:
+    return "-".join(str(int(v)) for v in widths)
+
+
+def config_overrides(cell: dict) -> dict:
+    """The AVDConfig overrides of a cell or architecture (everything but the preset)."""
+    overrides = {k: v for k, v in cell.items() if k not in ("preset", "widths")}
+    if cell.get("widths") is not None:
+        widths = parse_widths(cell["widths"])
+        overrides.update(encoder_filters=widths, decoder_filters=widths[::-1])
+    return overrides
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +58,7 @@ class Grid:
     rec_losses: tuple[str, ...] = ("sum",)
     gen_losses: tuple[str, ...] = ("nonsaturating",)
     num_frames: tuple[int | None, ...] = (None,)
+    widths: tuple[str | None, ...] = (None,)
     presets: tuple[str, ...] = ("small",)
     extra: tuple[dict, ...] = ()
 
@@ -63,34 +92,41 @@ class Grid:
                     resolve_config(preset, num_frames=frames)
                 except ValueError as error:
                     raise ValueError(f"num_frames (--num_frames): {error}") from None
+            for widths in self.widths:
+                if widths is not None:
+                    try:
+                        resolve_config(preset, **config_overrides({"widths": widths}))
+                    except ValueError as error:
+                        raise ValueError(f"widths (--widths): {error}") from None
+
+    def _resolve(self, preset, frames, widths, lam, rec, gen) -> dict:
+        config = resolve_config(preset, num_frames=frames)
+        return {"preset": preset, "num_frames": config.num_frames,
+                "widths": format_widths(config.encoder_filters) if widths is None else
+                format_widths(parse_widths(widths)),
+                "lam": float(lam), "rec_loss": rec, "gen_loss": gen}
 
     def cells(self) -> list[dict]:
-        """One dict of AVDConfig overrides (plus "preset") per cell, num_frames resolved."""
+        """One dict per cell: "preset", "widths" and AVDConfig fields, all resolved
+        (`config_overrides` turns it into overrides)."""
         cells = []
-        for preset, frames, lam, rec, gen in itertools.product(
-                self.presets, self.num_frames, self.lams, self.rec_losses, self.gen_losses):
-            frames = resolve_config(preset, num_frames=frames).num_frames
-            cell = {"preset": preset, "num_frames": frames, "lam": float(lam),
-                    "rec_loss": rec, "gen_loss": gen}
+        for values in itertools.product(*(getattr(self, axis) for axis in AXES)):
+            cell = self._resolve(*values)
             if cell not in cells:
                 cells.append(cell)
         first = {key: getattr(self, axis)[0] for axis, key in AXES.items()}
         for changes in self.extra:
             cell = {**first, **changes}
-            cell = {"preset": cell["preset"],
-                    "num_frames": resolve_config(cell["preset"],
-                                                 num_frames=cell["num_frames"]).num_frames,
-                    "lam": float(cell["lam"]), "rec_loss": cell["rec_loss"],
-                    "gen_loss": cell["gen_loss"]}
+            cell = self._resolve(*(cell[key] for key in AXES.values()))
             if cell not in cells:
                 cells.append(cell)
         return cells
 
     def architectures(self) -> list[dict]:
-        """The distinct (preset, num_frames) of the cells: what an untrained E depends on."""
+        """The distinct (preset, num_frames, widths) of the cells: what an untrained E depends on."""
         seen = []
         for cell in self.cells():
-            arch = {"preset": cell["preset"], "num_frames": cell["num_frames"]}
+            arch = {key: cell[key] for key in ARCHITECTURE}
             if arch not in seen:
                 seen.append(arch)
         return seen
@@ -105,8 +141,8 @@ class Grid:
 
 
 def folder_name(setting: dict) -> str:
-    """A file-system-safe name of a setting, e.g. "small_T8_lam0.95_sum_nonsaturating"."""
-    parts = [setting["preset"], f"T{setting['num_frames']}"]
+    """A file-system-safe name of a setting, e.g. "small_T8_w8-16-16-16_lam0.95_sum_nonsaturating"."""
+    parts = [setting["preset"], f"T{setting['num_frames']}", f"w{setting['widths']}"]
     if "lam" in setting:
         parts += [f"lam{setting['lam']:g}", setting["rec_loss"], setting["gen_loss"]]
     return "_".join(parts)
@@ -124,8 +160,11 @@ def parse_cells(text: str) -> tuple[dict, ...]:
             key, value = key.strip(), value.strip()
             cell[key] = (float(value) if key == "lam"
                          else int(value) if key == "num_frames" else value)
+            if key == "widths":
+                parse_widths(value)
         cells.append(cell)
     return tuple(cells)
 
 
-__all__ = ["AXES", "Grid", "folder_name", "parse_cells"]
+__all__ = ["ARCHITECTURE", "AXES", "Grid", "config_overrides", "folder_name", "format_widths",
+           "parse_cells", "parse_widths"]

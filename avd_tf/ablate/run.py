@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 from avd_tf.ablate import report
 from avd_tf.ablate.control import untrained_avd
-from avd_tf.ablate.grid import Grid, folder_name
+from avd_tf.ablate.grid import Grid, config_overrides, folder_name
 from avd_tf.classify.evaluate import evaluate
 from avd_tf.classify.finetune import finetune
 from avd_tf.demo import DemoSettings
@@ -237,8 +237,8 @@ def run_ablation(
             run_dir = os.path.join(output_dir, RUNS, f"control-{folder_name(arch)}", f"seed-{seed}")
             avd_dir = os.path.join(run_dir, "avd")
             reused, started = _finished(avd_dir), time.time()
-            figures = untrained_avd(eval_dir, avd_dir, preset=arch["preset"], seed=seed,
-                                    num_frames=arch["num_frames"], log=log)
+            figures = untrained_avd(eval_dir, avd_dir, preset=arch["preset"], seed=seed, log=log,
+                                    **config_overrides(arch))
             what = "untrained E reused" if reused else (
                 f"untrained E evaluated in {time.time() - started:.0f} s")
             evaluation, reused, seconds = _classify(eval_dir, "avd_rgb", run_dir, seed, settings,
@@ -250,10 +250,9 @@ def run_ablation(
             run_dir = os.path.join(output_dir, RUNS, folder_name(cell), f"seed-{seed}")
             avd_dir = os.path.join(run_dir, "avd")
             reused, started = _finished(avd_dir), time.time()
-            overrides = {k: v for k, v in cell.items() if k != "preset"}
             figures = train_avd(eval_dir, avd_dir, stream="rgb", preset=cell["preset"],
                                 epochs=avd_epochs, steps_per_epoch=avd_steps_per_epoch,
-                                seed=seed, progress=progress, log=log, **overrides)
+                                seed=seed, progress=progress, log=log, **config_overrides(cell))
             what = "AVD reused" if reused else f"AVD trained in {time.time() - started:.0f} s"
             evaluation, reused, seconds = _classify(eval_dir, "avd_rgb", run_dir, seed, settings,
                                                     avd_model_dir=avd_dir, progress=progress,

@@ -38,6 +38,8 @@ flags.DEFINE_list("rec_losses", ["sum"], "Eq. 1 forms: sum (as the paper writes 
 flags.DEFINE_list("gen_losses", ["nonsaturating"],
                   "E's side of Eq. 2: nonsaturating, saturating.")
 flags.DEFINE_list("num_frames", [], "Clip lengths T (powers of two); default: the preset's.")
+flags.DEFINE_list("widths", [], "E's widths but the last, '-'-joined (D mirrors them), e.g. "
+                  "8-16-16-16,16-32-32-32; default: the preset's.")
 flags.DEFINE_list("presets", ["small"], "AVD presets: small, paper.")
 flags.DEFINE_string("extra_cells", "", "Cells outside the cross product, ';'-separated, each "
                     "changing fields of the first cell, e.g. "
@@ -85,7 +87,7 @@ def main(argv):
         grid = Grid(lams=_numbers("lams", FLAGS.lams, float),
                     rec_losses=tuple(FLAGS.rec_losses), gen_losses=tuple(FLAGS.gen_losses),
                     num_frames=_numbers("num_frames", FLAGS.num_frames, int) or (None,),
-                    presets=tuple(FLAGS.presets), extra=parse_cells(FLAGS.extra_cells))
+                    widths=tuple(FLAGS.widths) or (None,), presets=tuple(FLAGS.presets), extra=parse_cells(FLAGS.extra_cells))
         settings = FinetuneSettings(
             backbone=FLAGS.backbone, weights=FLAGS.weights, input_size=FLAGS.input_size,
             epochs=FLAGS.finetune_epochs, steps_per_epoch=FLAGS.finetune_steps,
