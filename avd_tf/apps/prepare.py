@@ -41,12 +41,13 @@ flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of stored frames and flow
 flags.DEFINE_integer("clip_frames", 16, "Clip length used later; shorter videos are noted in the manifest.")
 flags.DEFINE_integer("videos_per_shard", 10, "Videos per shard (the unit of resumption).")
 flags.DEFINE_integer("workers", os.cpu_count() or 1, "Worker processes decoding and computing flow (--runner local).")
+flags.DEFINE_float("video_timeout", 600.0, "--runner local: a video still converting after this many seconds is stopped and recorded as failed.")
 flags.DEFINE_enum("runner", "local", ["local", "beam"], "Prepare in local processes, or as an Apache Beam pipeline.")
 flags.DEFINE_string("beam_options", "", "--runner beam: Beam pipeline options, e.g. \"--runner=DirectRunner --direct_num_workers=2\".")
 flags.DEFINE_integer("max_failures", -1, "Exit non-zero when more videos fail than this (-1: no limit).")
 flags.DEFINE_string("flip_label_map", None, "JSON file mapping a class to its mirror class (names or 0-based indices; see data/README.md), recorded in manifest.json.")
 flags.DEFINE_boolean("dry_run", False, "Only check which listed files exist; decode nothing.")
-flags.DEFINE_boolean("progress", True, "Show a progress bar.")
+flags.DEFINE_boolean("progress", True, "A progress bar on a terminal (off, or without a terminal: a line every 5 %).")
 flags.mark_flags_as_required(["dataset", "video_dir"])
 
 
@@ -86,6 +87,10 @@ def main(argv):
         sys.exit("avd-prepare: --output_dir is required (except with --dry_run)")
     if FLAGS.runner == "beam" and FLAGS["workers"].present:
         sys.exit("avd-prepare: --workers is for --runner local; Beam's workers are set in --beam_options")
+    if FLAGS.runner == "beam" and FLAGS["video_timeout"].present:
+        sys.exit("avd-prepare: --video_timeout is for --runner local")
+    if not FLAGS.video_timeout > 0:
+        sys.exit(f"avd-prepare: --video_timeout must be more than 0 seconds, got {FLAGS.video_timeout:g}")
     if FLAGS.runner == "local" and FLAGS.beam_options:
         sys.exit("avd-prepare: --beam_options needs --runner beam")
     options = prepare.ConvertOptions(
@@ -112,9 +117,10 @@ def main(argv):
         else:
             manifest = prepare.prepare(
                 dataset, FLAGS.video_dir, FLAGS.output_dir, options,
-                workers=FLAGS.workers, progress=FLAGS.progress, **common,
+                workers=FLAGS.workers, video_timeout=FLAGS.video_timeout,
+                progress=FLAGS.progress, **common,
             )
-    except prepare.PrepareError as error:
+    except (prepare.PrepareError, prepare.worker_pool.WorkerError) as error:
         sys.exit(f"avd-prepare: {error}")
     prepared = sum(s["videos"] for s in manifest["splits"].values())
     failed = len(manifest["failures"])

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import os
 import time
 from typing import Callable, Iterable
 
-import tqdm
-
+from avd_tf import terminal
 from avd_tf.datasets import DatasetSplits, resolve_path
 from avd_tf.datasets import flip_labels
-from avd_tf.records import schema, shards
+from avd_tf.records import schema, shards, workers as worker_pool
 from avd_tf.records.convert import ConvertOptions, Task, VideoResult, convert_task, init_worker
 
 MANIFEST = "manifest.json"
@@ -63,22 +61,12 @@ def _check_settings(output_dir: str, settings: dict) -> None:
         shards.write_json_atomically(path, settings)
 
 
-def _results(tasks: list[Task], options: ConvertOptions, workers: int) -> Iterable[tuple[Task, VideoResult]]:
-    if workers <= 1 or len(tasks) <= 1:
+def _results(tasks: list[Task], options: ConvertOptions, workers: int,
+             video_timeout: float | None) -> Iterable[tuple[Task, VideoResult]]:
+    if (workers <= 1 or len(tasks) <= 1) and video_timeout is None:
         init_worker(options)
         return map(convert_task, tasks)
-    # spawn, not fork: this process has TensorFlow's threads running.
-    pool = multiprocessing.get_context("spawn").Pool(
-        workers, initializer=init_worker, initargs=(options,)
-    )
-    return _closing(pool, pool.imap(convert_task, tasks, chunksize=1))
-
-
-def _closing(pool, iterator):
-    try:
-        yield from iterator
-    finally:
-        pool.terminate()
+    return worker_pool.imap(tasks, options, workers, video_timeout)
 
 
 def prepare(
@@ -90,11 +78,17 @@ def prepare(
     dataset_name: str = "",
     videos_per_shard: int = 10,
     workers: int = 1,
+    video_timeout: float | None = None,
     progress: bool = True,
     flip_label_map: dict | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Prepares every split of `dataset`; returns (and writes) the manifest.
+
+    Videos are converted in `workers` worker processes (`workers.imap`): a
+    worker that dies inside a video, or a video that takes longer than
+    `video_timeout` seconds, makes that video a failure and the run goes on.
+    With one worker and no timeout they are converted in this process.
 
     `flip_label_map` (mirror classes, `avd_tf.datasets.flip_labels`: class
     names or indices) is checked against the dataset's classes and recorded
@@ -115,7 +109,8 @@ def prepare(
     left = {name: len(plan[name][1]) for name in todo}
     summaries = {name: {"videos": [], "failures": []} for name in todo}
     writers = {}
-    bar = tqdm.tqdm(total=total, initial=total - remaining, unit="video", disable=not progress, dynamic_ncols=True)
+    bar = terminal.progress_bar(total, initial=total - remaining, desc="prepare", unit="video",
+                                enabled=progress, log=log)
     start = time.time()
     frames = 0
     try:
@@ -123,7 +118,7 @@ def prepare(
             if not left[name]:  # a split with no videos still gets its (empty) shard
                 writers[name] = _open(output_dir, name)
                 _publish(output_dir, name, writers.pop(name), summaries[name])
-        for task, result in _results(tasks, options, workers):
+        for task, result in _results(tasks, options, workers, video_timeout):
             name = task.shard
             if name not in writers:
                 writers[name] = _open(output_dir, name)
