@@ -54,6 +54,7 @@ def _distill_video() -> dict:
 def main(argv):
     del argv
     from avd_tf import visualize
+    from avd_tf.inputs.shards import readable_shards
     from avd_tf.models import distill
     from avd_tf.video.decode import VideoError
 
@@ -68,10 +69,11 @@ def main(argv):
         sys.exit(f"avd-distill: give --video FILE --output FILE.png, or {' and '.join(missing)} "
                  "for a prepared dataset")
     try:
-        info = distill.distill_dataset(
-            FLAGS.model_dir, FLAGS.data_dir, FLAGS.output_dir,
-            clips_per_video=FLAGS.clips_per_video, batch_size=FLAGS.batch_size,
-            progress=FLAGS.progress)
+        with readable_shards(FLAGS.data_dir):
+            info = distill.distill_dataset(
+                FLAGS.model_dir, FLAGS.data_dir, FLAGS.output_dir,
+                clips_per_video=FLAGS.clips_per_video, batch_size=FLAGS.batch_size,
+                progress=FLAGS.progress)
         report = {"output_dir": FLAGS.output_dir, "stream": info["stream"],
                   "splits": {k: {"videos": v["videos"], "images": v["images"]}
                              for k, v in info["splits"].items()},
@@ -79,9 +81,10 @@ def main(argv):
         if FLAGS.png:
             report["pngs"] = distill.write_pngs(FLAGS.output_dir,
                                                 os.path.join(FLAGS.output_dir, "png"))
-            rows = distill.contact_sheet_rows(FLAGS.model_dir, FLAGS.data_dir,
-                                              num_videos=FLAGS.sheet_videos,
-                                              frames_shown=FLAGS.sheet_frames)
+            with readable_shards(FLAGS.data_dir):
+                rows = distill.contact_sheet_rows(FLAGS.model_dir, FLAGS.data_dir,
+                                                  num_videos=FLAGS.sheet_videos,
+                                                  frames_shown=FLAGS.sheet_frames)
             report["contact_sheet"] = visualize.save_png(
                 os.path.join(FLAGS.output_dir, CONTACT_SHEET), visualize.contact_sheet(rows))
     except (OSError, ValueError, RuntimeError) as error:

@@ -69,23 +69,27 @@ def main(argv):
     if FLAGS.stream in AVD_STREAMS and not FLAGS.avd_model_dir:
         sys.exit(f"avd-finetune: --stream {FLAGS.stream} needs --avd_model_dir, the folder of "
                  "an AVD model trained by avd-train (its encoder makes the distilled images)")
+    from avd_tf import run_lock
     from avd_tf.classify.finetune import finetune
+    from avd_tf.inputs.shards import readable_shards
 
     try:
-        metrics = finetune(
-            FLAGS.data_dir, FLAGS.stream, FLAGS.model_dir,
-            backbone=FLAGS.backbone, weights=FLAGS.weights, epochs=FLAGS.epochs,
-            batch_size=FLAGS.batch_size, input_size=FLAGS.input_size, lr=FLAGS.lr,
-            lr_decay=FLAGS.lr_decay, momentum=FLAGS.momentum,
-            weight_decay=FLAGS.weight_decay, dropout=FLAGS.dropout,
-            steps_per_epoch=FLAGS.steps_per_epoch, seed=FLAGS.seed,
-            select_on=FLAGS.select_on, val_fraction=FLAGS.val_fraction,
-            mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
-            avd_model_dir=FLAGS.avd_model_dir, cache_dir=FLAGS.cache_dir,
-            frames_per_video=FLAGS.frames_per_video, window=FLAGS.window,
-            stride=FLAGS.stride, clips_per_video=FLAGS.clips_per_video,
-            flip=FLAGS.flip, flip_label_map=FLAGS.flip_label_map,
-            progress=FLAGS.progress)
+        with run_lock.run_lock(FLAGS.model_dir, "avd-finetune"), \
+                readable_shards(FLAGS.data_dir, cache_dir=FLAGS.cache_dir):
+            metrics = finetune(
+                FLAGS.data_dir, FLAGS.stream, FLAGS.model_dir,
+                backbone=FLAGS.backbone, weights=FLAGS.weights, epochs=FLAGS.epochs,
+                batch_size=FLAGS.batch_size, input_size=FLAGS.input_size, lr=FLAGS.lr,
+                lr_decay=FLAGS.lr_decay, momentum=FLAGS.momentum,
+                weight_decay=FLAGS.weight_decay, dropout=FLAGS.dropout,
+                steps_per_epoch=FLAGS.steps_per_epoch, seed=FLAGS.seed,
+                select_on=FLAGS.select_on, val_fraction=FLAGS.val_fraction,
+                mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
+                avd_model_dir=FLAGS.avd_model_dir, cache_dir=FLAGS.cache_dir,
+                frames_per_video=FLAGS.frames_per_video, window=FLAGS.window,
+                stride=FLAGS.stride, clips_per_video=FLAGS.clips_per_video,
+                flip=FLAGS.flip, flip_label_map=FLAGS.flip_label_map,
+                progress=FLAGS.progress)
     except (OSError, ValueError, RuntimeError) as error:
         sys.exit(f"avd-finetune: {error}")
     selected, last = metrics["selected"], metrics["last"]

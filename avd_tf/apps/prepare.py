@@ -66,6 +66,7 @@ def main(argv):
     except (OSError, ValueError) as error:
         sys.exit(f"avd-prepare: {error}")
 
+    from avd_tf import run_lock
     from avd_tf.datasets import flip_labels
     from avd_tf.records import prepare
 
@@ -105,22 +106,24 @@ def main(argv):
     common = dict(dataset_name=FLAGS.dataset, videos_per_shard=FLAGS.videos_per_shard,
                   flip_label_map=flip_label_map)
     try:
-        if FLAGS.runner == "beam":
-            try:
-                from avd_tf.records import beam_pipeline
-            except ImportError as error:
-                sys.exit(f"avd-prepare: --runner beam needs apache-beam ({error})")
-            manifest = beam_pipeline.prepare(
-                dataset, FLAGS.video_dir, FLAGS.output_dir, options,
-                pipeline_args=shlex.split(FLAGS.beam_options), **common,
-            )
-        else:
-            manifest = prepare.prepare(
-                dataset, FLAGS.video_dir, FLAGS.output_dir, options,
-                workers=FLAGS.workers, video_timeout=FLAGS.video_timeout,
-                progress=FLAGS.progress, **common,
-            )
-    except (prepare.PrepareError, prepare.worker_pool.WorkerError) as error:
+        with run_lock.run_lock(FLAGS.output_dir, "avd-prepare"):
+            if FLAGS.runner == "beam":
+                try:
+                    from avd_tf.records import beam_pipeline
+                except ImportError as error:
+                    sys.exit(f"avd-prepare: --runner beam needs apache-beam ({error})")
+                manifest = beam_pipeline.prepare(
+                    dataset, FLAGS.video_dir, FLAGS.output_dir, options,
+                    pipeline_args=shlex.split(FLAGS.beam_options), **common,
+                )
+            else:
+                manifest = prepare.prepare(
+                    dataset, FLAGS.video_dir, FLAGS.output_dir, options,
+                    workers=FLAGS.workers, video_timeout=FLAGS.video_timeout,
+                    progress=FLAGS.progress, **common,
+                )
+    except (prepare.PrepareError, prepare.worker_pool.WorkerError, run_lock.RunLockedError,
+            OSError) as error:
         sys.exit(f"avd-prepare: {error}")
     prepared = sum(s["videos"] for s in manifest["splits"].values())
     failed = len(manifest["failures"])

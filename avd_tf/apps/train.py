@@ -16,7 +16,9 @@ epoch when started again with the same flags (backup/).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 
 from absl import app, flags
@@ -70,26 +72,46 @@ def _widths(name: str, values) -> tuple[int, ...] | None:
         sys.exit(f"avd-train: --{name} must be comma-separated integers, got {','.join(values)}")
 
 
+def _writes_model_dir() -> bool:
+    """Whether this process writes model_dir (and so locks it): under
+    multi_worker_mirrored, only the chief (TF_CONFIG's, as tf.distribute reads it)."""
+    if FLAGS.distribution_strategy != "multi_worker_mirrored":
+        return True
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except ValueError as error:
+        sys.exit(f"avd-train: TF_CONFIG is not valid JSON ({error})")
+    task = config.get("task", {})
+    if "chief" in config.get("cluster", {}):
+        return task.get("type") == "chief"
+    return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
+
+
 def main(argv):
     del argv
+    from avd_tf import run_lock
+    from avd_tf.inputs.shards import readable_shards
     from avd_tf.models.training import train_avd
 
+    lock = (run_lock.run_lock(FLAGS.model_dir, "avd-train") if _writes_model_dir()
+            else contextlib.nullcontext())
     try:
-        metrics = train_avd(
-            FLAGS.data_dir, FLAGS.model_dir, stream=FLAGS.stream, preset=FLAGS.preset,
-            epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
-            validation_steps=FLAGS.validation_steps,
-            distribution_strategy=FLAGS.distribution_strategy,
-            mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
-            seed=FLAGS.seed, flip=FLAGS.flip, summary_clips=FLAGS.summary_clips,
-            progress=FLAGS.progress,
-            batch_size=FLAGS.batch_size, lam=FLAGS.lam, num_frames=FLAGS.num_frames,
-            image_size=FLAGS.image_size,
-            encoder_filters=_widths("encoder_filters", FLAGS.encoder_filters),
-            decoder_filters=_widths("decoder_filters", FLAGS.decoder_filters),
-            ed_lr=FLAGS.ed_lr, t_lr=FLAGS.t_lr, rec_loss=FLAGS.rec_loss,
-            gen_loss=FLAGS.gen_loss, lr_schedule=FLAGS.lr_schedule,
-        )
+        with lock, readable_shards(FLAGS.data_dir):
+            metrics = train_avd(
+                FLAGS.data_dir, FLAGS.model_dir, stream=FLAGS.stream, preset=FLAGS.preset,
+                epochs=FLAGS.epochs, steps_per_epoch=FLAGS.steps_per_epoch,
+                validation_steps=FLAGS.validation_steps,
+                distribution_strategy=FLAGS.distribution_strategy,
+                mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
+                seed=FLAGS.seed, flip=FLAGS.flip, summary_clips=FLAGS.summary_clips,
+                progress=FLAGS.progress,
+                batch_size=FLAGS.batch_size, lam=FLAGS.lam, num_frames=FLAGS.num_frames,
+                image_size=FLAGS.image_size,
+                encoder_filters=_widths("encoder_filters", FLAGS.encoder_filters),
+                decoder_filters=_widths("decoder_filters", FLAGS.decoder_filters),
+                ed_lr=FLAGS.ed_lr, t_lr=FLAGS.t_lr, rec_loss=FLAGS.rec_loss,
+                gen_loss=FLAGS.gen_loss, lr_schedule=FLAGS.lr_schedule,
+            )
     # RuntimeError includes TrainingDivergedError, whose message says what to change.
     except (OSError, ValueError, RuntimeError) as error:
         sys.exit(f"avd-train: {error}")

@@ -4,9 +4,15 @@ The preparation program (`avd-prepare`) writes each shard under a temporary
 name and renames it to `{split}-{i:05d}-of-{n:05d}.tfrecord` only when it is
 complete, so a name that matches this pattern exactly is a complete shard and
 anything else (`*.tmp`, `*.tmp.*`) is a shard still being written.
+
+A shard damaged after it was written (truncated, bits flipped) makes
+TFRecord reading raise `tf.errors.DataLossError` without naming the file;
+`readable_shards` checks the sizes manifest.json records before a run and
+turns that error into a `DamagedShardError` naming the shard.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +21,11 @@ import tensorflow as tf
 from absl import logging
 
 MANIFEST = "manifest.json"
+SHARD_FILES = "shard_files"
+
+
+class DamagedShardError(OSError):
+    """A shard that does not match its manifest record or fails to read."""
 
 
 def _shard_pattern(split: str) -> re.Pattern:
@@ -87,3 +98,72 @@ def num_videos(data_dir: str, split: str) -> int:
     if isinstance(count, int):
         return count
     return int(tf.data.TFRecordDataset(files).reduce(0, lambda n, _: n + 1))
+
+
+def _damaged(path: str, data_dir: str, reason: str) -> DamagedShardError:
+    if os.path.abspath(path) == os.path.abspath(data_dir) or (
+            os.path.dirname(os.path.abspath(path)) == os.path.abspath(data_dir)):
+        remedy = f"re-run avd-prepare on {data_dir} to rebuild it"
+    else:
+        # A stream cache (avd_tf.classify.streams) is remade when its folder is gone.
+        remedy = f"delete {os.path.dirname(path)} to compute it again"
+    return DamagedShardError(f"{path}: corrupted TFRecord ({reason}); {remedy}")
+
+
+def check_shard_sizes(data_dir: str) -> None:
+    """Raises DamagedShardError for a shard whose size differs from manifest.json's record.
+
+    Sizes only, so it costs nothing at every start; avd-prepare compares the
+    sha256 too when run again. Manifests without the record are not checked.
+    """
+    try:
+        files = read_manifest(data_dir).get(SHARD_FILES) or {}
+    except (FileNotFoundError, ValueError):
+        return  # the reader that needs the manifest says what is wrong with it
+    for name, record in sorted(files.items()):
+        path = os.path.join(data_dir, name)
+        if tf.io.gfile.exists(path):
+            size = tf.io.gfile.stat(path).length
+            if size != record["bytes"]:
+                raise _damaged(path, data_dir, f"{size} bytes, {record['bytes']} when avd-prepare "
+                               "wrote it")
+
+
+def _reason(error: tf.errors.OpError) -> str:
+    """TensorFlow's message without its op and function names: "corrupted record at 23501"."""
+    text = re.sub(r"\{\{[^}]*\}\}", "", error.message)
+    text = re.split(r"\s*(?:\[\[|\[Op:)", text)[0].strip()
+    return text.replace("' failed with ", ": ")
+
+
+def find_unreadable(folder: str) -> tuple[str, str] | None:
+    """(path, reason) of the first `*.tfrecord` in or under `folder` whose records fail to read."""
+    paths = []
+    for root, _, names in tf.io.gfile.walk(folder):
+        paths += sorted(os.path.join(root, name) for name in names if name.endswith(".tfrecord"))
+    for path in paths:
+        try:
+            for _ in tf.data.TFRecordDataset(path):
+                pass
+        except tf.errors.DataLossError as error:
+            return path, _reason(error)
+    return None
+
+
+@contextlib.contextmanager
+def readable_shards(data_dir: str, *, cache_dir: str | None = None):
+    """Checks the shard sizes of `data_dir`, then names the shard behind a DataLossError.
+
+    The shards read inside the block come from `data_dir`, its stream caches
+    or `cache_dir`; on a DataLossError those folders are read again to find
+    the damaged shard.
+    """
+    check_shard_sizes(data_dir)
+    try:
+        yield
+    except tf.errors.DataLossError as error:
+        for folder in filter(None, (data_dir, cache_dir)):
+            found = find_unreadable(folder)
+            if found:
+                raise _damaged(found[0], data_dir, found[1]) from None
+        raise _damaged(data_dir, data_dir, _reason(error)) from None

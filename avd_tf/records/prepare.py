@@ -20,6 +20,7 @@ from avd_tf.records.convert import ConvertOptions, Task, VideoResult, convert_ta
 
 MANIFEST = "manifest.json"
 SETTINGS = "settings.json"
+SHARD_FILES = "shard_files"
 
 
 class PrepareError(Exception):
@@ -153,7 +154,8 @@ def plan_run(
     """Readies `output_dir` for a (resumed) run; shared by every runner.
 
     Refuses a folder prepared with other settings, deletes partial files a
-    killed run left, and returns the settings, the shard plan (shard name ->
+    killed run left and complete shards that no longer match their recorded
+    size and sha256, and returns the settings, the shard plan (shard name ->
     (split, entries), in split-file order) and the names of the shards that
     are not complete yet.
     """
@@ -179,7 +181,16 @@ def plan_run(
         ranges = shards.plan(len(entries), videos_per_shard)
         for i, r in enumerate(ranges):
             plan[shards.shard_name(split, i, len(ranges))] = (split, [entries[j] for j in r])
-    todo = [name for name in plan if not shards.is_complete(output_dir, name)]
+    todo = []
+    for name in plan:
+        if shards.is_complete(output_dir, name):
+            damage = shards.damage(output_dir, name)
+            if damage is None:
+                continue
+            path = os.path.join(output_dir, name)
+            log(f"{path}: damaged ({damage}); preparing this shard again")
+            os.remove(path)
+        todo.append(name)
     if len(todo) < len(plan):
         log(f"resuming: {len(plan) - len(todo)} of {len(plan)} shards already complete")
     return settings, plan, todo
@@ -232,9 +243,11 @@ def _encoded(result: VideoResult) -> schema.EncodedVideo:
 
 def build_manifest(output_dir: str, plan: dict, settings: dict) -> dict:
     """Gathers the shard summaries into the dataset's manifest (deterministic)."""
-    splits, videos, failures = {}, {}, []
+    splits, videos, failures, files = {}, {}, [], {}
     for name, (split, entries) in plan.items():
         summary = shards.read_summary(output_dir, name)
+        if shards.FILE_KEY in summary:
+            files[name] = summary[shards.FILE_KEY]
         entry = splits.setdefault(
             split, {"listed": 0, "videos": 0, "failed": 0, "frames": 0, "flow_frames": 0, "shards": []}
         )
@@ -259,6 +272,8 @@ def build_manifest(output_dir: str, plan: dict, settings: dict) -> dict:
         "videos": videos,
         "failures": failures,
         "notes": sum(len(v["notes"]) > 0 for vs in videos.values() for v in vs),
+        # Readers check the sizes before training (avd_tf.inputs.shards.check_shard_sizes).
+        SHARD_FILES: files,
     }
     if flip_labels.KEY in settings:
         manifest[flip_labels.KEY] = settings[flip_labels.KEY]

@@ -3,17 +3,22 @@
 A shard is the unit of resumption: its records are written to a temporary
 file, its per-video summary to `.progress/<shard>.json`, and only then is the
 temporary file renamed to its final name. A final shard name therefore always
-means a complete shard with a summary; anything else is redone.
+means a complete shard with a summary; anything else is redone. The summary
+also records the shard file's size and sha256, so that a shard damaged after
+it was published (truncated by a full disk, bits flipped by a copy) is found
+and redone too.
 """
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import math
 import os
 
 PROGRESS_DIR = ".progress"
 TMP_SUFFIX = ".tmp"
+FILE_KEY = "file"
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -55,13 +60,43 @@ def write_json_atomically(path: str, value) -> None:
     write_text_atomically(path, json.dumps(value, indent=1, sort_keys=True))
 
 
+def file_record(path: str) -> dict:
+    """{"bytes": size, "sha256": hex digest} of the file at `path`."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return {"bytes": size, "sha256": digest.hexdigest()}
+
+
 def finish(output_dir: str, name: str, summary: dict) -> None:
-    """Publishes a shard whose records are complete in `<name>.tmp`."""
-    write_json_atomically(summary_path(output_dir, name), summary)
+    """Publishes a shard whose records are complete in `<name>.tmp`.
+
+    The shard was just written, so hashing it reads the page cache, not the disk.
+    """
     tmp = os.path.join(output_dir, name + TMP_SUFFIX)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
+    write_json_atomically(summary_path(output_dir, name), {**summary, FILE_KEY: file_record(tmp)})
     os.replace(tmp, os.path.join(output_dir, name))
+
+
+def damage(output_dir: str, name: str) -> str | None:
+    """Why the published shard `name` differs from its summary's record, or None.
+
+    Summaries written before the record existed have nothing to compare: None.
+    """
+    recorded = read_summary(output_dir, name).get(FILE_KEY)
+    if not recorded:
+        return None
+    path = os.path.join(output_dir, name)
+    size = os.path.getsize(path)
+    if size != recorded["bytes"]:
+        return f"{size} bytes, {recorded['bytes']} when it was written"
+    if file_record(path)["sha256"] != recorded["sha256"]:
+        return "sha256 differs from the one recorded when it was written"
+    return None
 
 
 def remove_stale(output_dir: str) -> int:
