@@ -295,6 +295,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
     moves = [np.abs(a - b).max() for a, b in zip(single.get_weights(), start)]
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync,
+        "synchronized": [[bn.synchronized for bn in m.encoder.norms + m.decoder.norms]
+                         for m in (single, mirrored)],
         "single": {k: v[0] for k, v in logs[0].items()},
         "mirrored": {k: v[0] for k, v in logs[1].items()},
         "max_diff": float(max(diffs)),
@@ -319,6 +321,9 @@ def test_mirrored_strategy_matches_one_device(video, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2
+    # Synchronised BN only where there is more than one replica to sync.
+    single, mirrored = result["synchronized"]
+    assert not any(single) and mirrored and all(mirrored)
     for key, value in result["single"].items():
         np.testing.assert_allclose(result["mirrored"][key], value, rtol=1e-4, err_msg=key)
     # The same SGD step on both (every weight moved by up to ~1e-1 or more).

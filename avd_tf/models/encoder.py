@@ -67,8 +67,12 @@ def conv_bn_stack(
         )
         for i, (width, stride) in enumerate(zip(widths, temporal_strides))
     ]
+    # Keras' synchronized BN takes its all-reduce path inside any replica
+    # context, which `fit` always opens: on one device that costs a ones-like
+    # tensor per layer and an all-reduce for nothing.
+    synchronized = sync_batch_norm and tf.distribute.get_strategy().num_replicas_in_sync > 1
     norms = [
-        layers.BatchNormalization(momentum=0.9, synchronized=sync_batch_norm, name=f"bn{i + 1}")
+        layers.BatchNormalization(momentum=0.9, synchronized=synchronized, name=f"bn{i + 1}")
         for i in range(last)
     ]
     return convs, norms
@@ -165,8 +169,9 @@ class Encoder(keras.Model):
       results (`resolve_native_strides`); `None` picks native strides on a
       GPU or with oneDNN. The stride-1 way needs a static clip length.
     * `sync_batch_norm` (default True) computes BN statistics over the global
-      batch under a `tf.distribute` strategy, so training on several devices
-      matches training on one; without a strategy it is plain BN.
+      batch when built under a `tf.distribute` strategy of several replicas,
+      so training on several devices matches training on one; on one
+      replica it is plain BN.
     * The output (temporal mean and tanh) is computed in float32 whatever
       the dtype policy, so mixed precision yields float32 images.
     """
