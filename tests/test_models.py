@@ -27,7 +27,7 @@ from avd_tf.models import (
     compile_avd,
     get_preset,
 )
-from avd_tf.models.encoder import one_frame_conv
+from avd_tf.models.encoder import one_frame_conv, prefers_native_strides, resolve_native_strides
 
 SIZE = 16
 MOTION_KEYS = ("still_psnr", "motion_gain_db", "motion_r2")
@@ -110,6 +110,14 @@ def test_paper_preset_shapes(stream, channels):
     assert model.decoder(image).shape == (1, 32, 8, 8, channels)
     assert model.teacher(np.zeros((1, 112, 112, 3), "float32")).shape == (1, 1)
     assert model.teacher.pool.pool_size == (4, 4)
+
+
+def test_native_strides_on_accelerators_and_with_onednn():
+    assert prefers_native_strides({"CPU", "TPU"}, onednn=False)
+    assert prefers_native_strides({"CPU", "GPU"}, onednn=False)
+    assert prefers_native_strides({"CPU"}, onednn=True)
+    assert not prefers_native_strides({"CPU"}, onednn=False)
+    assert resolve_native_strides(False) is False and resolve_native_strides(True) is True
 
 
 def test_stride_one_layers_compute_the_native_strided_convolutions():

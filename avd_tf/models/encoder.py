@@ -104,12 +104,18 @@ def resolve_native_strides(native_strides: bool | None) -> bool:
     (paper preset) faster; with TensorFlow's default Eigen kernels, whose
     strided Conv3D gradients are slow on small clips, the stride-1 way is 6x
     faster on the small preset but 1.9x slower on the paper preset. `None`
-    picks the native kernels when a GPU is visible or oneDNN is on, else
-    the stride-1 way.
+    picks the native kernels when an accelerator is visible or oneDNN is on,
+    else the stride-1 way (`prefers_native_strides`).
     """
     if native_strides is None:
-        return bool(tf.config.list_logical_devices("GPU")) or onednn_enabled()
+        devices = {device.device_type for device in tf.config.list_logical_devices()}
+        return prefers_native_strides(devices, onednn_enabled())
     return bool(native_strides)
+
+
+def prefers_native_strides(device_types, onednn: bool) -> bool:
+    """Native strided kernels on GPUs and TPUs (cuDNN and XLA:TPU have fast ones) or with oneDNN."""
+    return bool({"GPU", "TPU"} & set(device_types)) or bool(onednn)
 
 
 def same_stride2_offset(length: int, kernel: int) -> int:
