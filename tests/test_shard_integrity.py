@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +137,19 @@ def test_a_manifest_without_the_record_is_not_checked(copy, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     truncate(copy / SHARD)
     check_shard_sizes(str(copy))
+
+
+def test_finetune_names_a_corrupted_stream_cache_shard(copy, tmp_path):
+    """A cached image stream is not avd-prepare's: its remedy is to compute it again."""
+    from avd_tf.classify.streams import ensure_stream
+
+    cache = ensure_stream(str(copy), "frame", progress=False)
+    shard = os.path.join(cache, "train-00000-of-00001.tfrecord")
+    flip_byte(Path(shard))
+    result = run("avd-finetune", "--data_dir", copy, "--model_dir", tmp_path / "frame",
+                 "--stream", "frame", "--backbone", "alexnet", "--weights", "none",
+                 "--input_size", 64, "--epochs", 1, "--batch_size", 4, "--progress=false")
+    assert result.returncode != 0
+    assert re.fullmatch(rf"avd-finetune: {re.escape(shard)}: corrupted TFRecord \(corrupted "
+                        rf"record at \d+\); delete {re.escape(cache)} to compute it again",
+                        last_line(result))
