@@ -128,15 +128,23 @@ def test_a_truncated_shard_is_named_before_anything_runs(copy, tmp_path, program
         f"avd-prepare wrote it); re-run avd-prepare on {copy} to rebuild it")
 
 
-def test_a_manifest_without_the_record_is_not_checked(copy, tmp_path):
-    """Folders prepared before the record existed: no size check, still readable."""
+def test_folders_prepared_without_the_record_are_not_checked(copy):
+    """Folders prepared before the record existed: neither readers nor avd-prepare compare."""
     from avd_tf.inputs.shards import check_shard_sizes
+    from avd_tf.records import shards
 
     manifest = json.loads((copy / "manifest.json").read_text())
     del manifest["shard_files"]
     (copy / "manifest.json").write_text(json.dumps(manifest))
+    summary = copy / ".progress" / SHARD.replace(".tfrecord", ".json")
+    summary.write_text(json.dumps({k: v for k, v in json.loads(summary.read_text()).items()
+                                   if k != shards.FILE_KEY}))
     truncate(copy / SHARD)
     check_shard_sizes(str(copy))
+    assert shards.damage(str(copy), SHARD) is None
+    assert shards.damage(str(copy), "test-00000-of-00001.tfrecord") is None
+    flip_byte(copy / "test-00000-of-00001.tfrecord")
+    assert "sha256" in shards.damage(str(copy), "test-00000-of-00001.tfrecord")
 
 
 def test_finetune_names_a_corrupted_stream_cache_shard(copy, tmp_path):
