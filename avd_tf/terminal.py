@@ -63,7 +63,7 @@ class LineProgress:
         self.log(message)
 
     def _line(self) -> None:
-        count = f"{self.n}/{self.total} {self.unit}" if self.total else f"{self.n} {self.unit}"
+        count = f"{self.n}/{self.total} {self.unit}s" if self.total else f"{self.n} {self.unit}s"
         if self.total:
             count += f" ({100.0 * self.n / self.total:.0f}%)"
         extra = f", {self._postfix}" if self._postfix else ""

@@ -41,6 +41,7 @@ import time
 import keras
 import tensorflow as tf
 
+from avd_tf import terminal
 from avd_tf.classify import streams
 from avd_tf.classify.backbones import build_classifier, get_spec
 from avd_tf.datasets import flip_labels
@@ -343,7 +344,7 @@ def finetune(
         keras.callbacks.BackupAndRestore(os.path.join(model_dir, BACKUP)),
     ]
     model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps,
-              callbacks=callbacks, shuffle=False, verbose=1 if progress else 2)
+              callbacks=callbacks, shuffle=False, verbose=terminal.keras_verbose(progress))
 
     history = read_history(model_dir)
     if not history:

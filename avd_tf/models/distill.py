@@ -33,9 +33,8 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-import tqdm
 
-from avd_tf import visualize
+from avd_tf import terminal, visualize
 from avd_tf.inputs import augment, sampling
 from avd_tf.inputs.clips import clip_dataset
 from avd_tf.inputs.shards import class_names, num_videos
@@ -274,8 +273,8 @@ def distill_dataset(
         writer = images.ShardedWriter(output_dir, split)
         count, ids = 0, set()
         start = time.perf_counter()
-        with tqdm.tqdm(total=videos * clips_per_video, unit="clip", desc=f"distill {split}",
-                       disable=not progress, dynamic_ncols=True) as bar:
+        with terminal.progress_bar(videos * clips_per_video, desc=f"distill {split}", unit="clip",
+                                   enabled=progress) as bar:
             for batch in dataset:
                 out = run(batch["clip"]).numpy()
                 mirrors = [None] * len(out)

@@ -49,7 +49,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from avd_tf import visualize
+from avd_tf import terminal, visualize
 from avd_tf.inputs import avd_dataset, class_names, clip_dataset, list_shards, num_videos
 from avd_tf.models.presets import (
     PRESETS,
@@ -552,7 +552,7 @@ def train_avd(
         f"{config.batch_size} on {replicas} replica(s)")
     model.fit(train, validation_data=test, epochs=epochs, steps_per_epoch=steps,
               validation_steps=validation_steps, callbacks=callbacks, shuffle=False,
-              verbose=1 if progress else 2)
+              verbose=terminal.keras_verbose(progress))
 
     history = read_history(out_dir)
     if not history:
