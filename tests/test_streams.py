@@ -5,6 +5,7 @@ Two motion classes, three videos each (two train, one test), 22 frames of
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 
@@ -85,6 +86,13 @@ def test_every_stream_builds(data_dir, stream):
             count = expected_count(stream, listed[video_id]["frames"])
             assert indices == list(range(count)), video_id
         assert info["splits"][split] == {"videos": len(listed), "images": len(records)}
+    # Images are stored PNG-encoded, and the cache says what one costs.
+    raw = SIZE * SIZE * channels * (2 if stream in streams.MIRRORED_STREAMS else 1)
+    assert 0 < info["bytes_per_image"] < raw + 300
+    shards = sorted(glob.glob(os.path.join(stream_dir, "train-*.tfrecord")))
+    first = next(iter(tf.data.TFRecordDataset(shards))).numpy()
+    example = tf.train.Example.FromString(first)
+    assert example.features.feature[images.IMAGE].bytes_list.value[0][:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_images_match_numpy_reference(data_dir):

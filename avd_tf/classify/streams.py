@@ -76,8 +76,9 @@ FLOW_STREAMS = ("flow", "dynamic_flow")
 MIRRORED_STREAMS = ("dynamic_flow", "avd_rgb", "avd_flow")
 SPLITS = ("train", "test")
 STREAM_INFO = "stream.json"
-# Bumped when the images a given set of parameters produces change.
-FORMAT_VERSION = 2
+# Bumped when the images a given set of parameters produces, or their
+# encoding, change.
+FORMAT_VERSION = 3
 AUTOTUNE = tf.data.AUTOTUNE
 MAX_CYCLE_LENGTH = 8
 IMAGES_PER_SHARD = 1000
@@ -448,6 +449,7 @@ def ensure_stream(
             "seconds": round(time.time() - start, 3),
             **result,
         }
+        info["bytes_per_image"] = _bytes_per_image(tmp, info["splits"])
         # Last: its presence marks the folder complete.
         write_json_atomically(os.path.join(tmp, STREAM_INFO), info)
         _publish(tmp, final, parameters)
@@ -455,6 +457,13 @@ def ensure_stream(
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _bytes_per_image(stream_dir: str, counts: dict) -> float:
+    """Shard bytes over images (mirror images included): what the cache costs per image."""
+    total = sum(os.path.getsize(os.path.join(stream_dir, name)) for name in os.listdir(stream_dir)
+                if name.endswith(".tfrecord"))
+    return round(total / max(1, sum(split["images"] for split in counts.values())), 1)
 
 
 def num_images(stream_dir: str, split: str) -> int:

@@ -1,9 +1,12 @@
 """The on-disk format of image streams: one `tf.train.Example` per image.
 
 Distilled images (avd-distill), dynamic images, mean frames and single frames
-are all stored alike, as uint8 [H, W, C] arrays (C = 3, or 2 for flow) with
-the label and the clip they came from, so video-level scores can average
-over a video's clips. Shards are `{split}-{i:05d}-of-{n:05d}.tfrecord`.
+are all stored alike, as PNG-encoded uint8 [H, W, C] arrays (C = 3, or 2 for
+flow: grey + alpha) with the label and the clip they came from, so
+video-level scores can average over a video's clips. PNG because it is
+lossless (a distilled image is E's output, not a photograph to recompress)
+and smaller than raw pixels for every stream but noise (`encoded_size`).
+Shards are `{split}-{i:05d}-of-{n:05d}.tfrecord`.
 
 A record may also hold a "mirror" image of the same shape: the image the
 mirrored video gives, for streams where that is not the mirrored image
@@ -17,12 +20,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-IMAGE = "image/raw"
+IMAGE = "image/png"
 SHAPE = "image/shape"
 LABEL = "label"
 VIDEO_ID = "video_id"
 CLIP_INDEX = "clip_index"
-MIRROR = "image/mirror/raw"
+MIRROR = "image/mirror/png"
 
 FEATURES = {
     IMAGE: tf.io.FixedLenFeature([], tf.string),
@@ -32,6 +35,11 @@ FEATURES = {
     CLIP_INDEX: tf.io.FixedLenFeature([], tf.int64),
 }
 MIRROR_FEATURES = {**FEATURES, MIRROR: tf.io.FixedLenFeature([], tf.string)}
+
+
+def encode(image: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 [H, W, C] image, C in 1-4 (TensorFlow's codec, so channels keep their order)."""
+    return tf.io.encode_png(image).numpy()
 
 
 def serialize(image: np.ndarray, label: int, video_id: str | bytes, clip_index: int,
@@ -45,14 +53,14 @@ def serialize(image: np.ndarray, label: int, video_id: str | bytes, clip_index: 
     if isinstance(video_id, str):
         video_id = video_id.encode("utf-8")
     feature = {
-        IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
+        IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[encode(image)])),
         SHAPE: tf.train.Feature(int64_list=tf.train.Int64List(value=list(image.shape))),
         LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
         VIDEO_ID: tf.train.Feature(bytes_list=tf.train.BytesList(value=[video_id])),
         CLIP_INDEX: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(clip_index)])),
     }
     if mirror is not None:
-        feature[MIRROR] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[mirror.tobytes()]))
+        feature[MIRROR] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[encode(mirror)]))
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     return example.SerializeToString(deterministic=True)
 
@@ -64,15 +72,18 @@ def parse(serialized: tf.Tensor, mirror: bool = False) -> dict:
     """
     features = tf.io.parse_single_example(serialized, MIRROR_FEATURES if mirror else FEATURES)
     parsed = {
-        "image": tf.reshape(tf.io.decode_raw(features[IMAGE], tf.uint8), features[SHAPE]),
+        "image": _decode(features[IMAGE], features[SHAPE]),
         "label": tf.cast(features[LABEL], tf.int32),
         "video_id": features[VIDEO_ID],
         "clip_index": tf.cast(features[CLIP_INDEX], tf.int32),
     }
     if mirror:
-        parsed["mirror"] = tf.reshape(tf.io.decode_raw(features[MIRROR], tf.uint8),
-                                      features[SHAPE])
+        parsed["mirror"] = _decode(features[MIRROR], features[SHAPE])
     return parsed
+
+
+def _decode(png: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
+    return tf.reshape(tf.io.decode_png(png, channels=0, dtype=tf.uint8), shape)
 
 
 class ShardedWriter:
