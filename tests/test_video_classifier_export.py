@@ -3,6 +3,7 @@ step on distilled images, export, reload, and the same video scores as avd-evalu
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -100,3 +101,47 @@ def test_only_avd_classifiers_export_and_the_program_says_why(data_dir, tmp_path
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1].startswith(f"avd-export: {classifier_dir}/config.json")
+
+
+def test_the_signatures_say_what_input_they_expect(data_dir, tmp_path):
+    classifier_dir = str(tmp_path / "classifier")
+    finetune(data_dir, "avd_rgb", classifier_dir, backbone="alexnet", weights="none", epochs=1,
+             steps_per_epoch=1, batch_size=4, input_size=INPUT_SIZE, seed=0,
+             avd_model_dir=avd_model(tmp_path, "rgb"), clips_per_video=CLIPS, progress=False,
+             log=lambda _: None)
+    export_dir = str(tmp_path / "export")
+    export_video_classifier(classifier_dir, export_dir)
+    loaded = tf.saved_model.load(export_dir)
+    # A signature called directly (as TF Serving does) and the restored function.
+    calls = {"signature": lambda frames: loaded.signatures["serving_default"](frames=frames),
+             "function": loaded.classify_video}
+    expected = "classify_video: input frames must be uint8 (frames, height, width, channels)"
+    bad = [
+        (np.zeros((0, 32, 32, 3), np.uint8), "with frames >= 1"),
+        (np.zeros((4, 0, 32, 3), np.uint8), "with height >= 1"),
+        (np.zeros((4, 32, 0, 3), np.uint8), "with width >= 1"),
+        (np.zeros((4, 32, 32, 2), np.uint8), "with channels = 3"),
+        (np.zeros((32, 32, 3), np.uint8), "a tensor of rank 4"),
+        (np.zeros((1, 4, 32, 32, 3), np.uint8), "a tensor of rank 4"),
+        (np.uint8(7), "a tensor of rank 4"),
+    ]
+    for call in calls.values():
+        for frames, reason in bad:
+            with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(f"{expected}, {reason}")):
+                call(tf.constant(frames))
+        # One frame of an odd size is a video.
+        probabilities = call(tf.constant(np.full((1, 5, 7, 3), 90, np.uint8)))["probabilities"]
+        np.testing.assert_allclose(float(tf.reduce_sum(probabilities)), 1.0, rtol=1e-5)
+
+    floats = tf.zeros((4, 32, 32, 3), tf.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a uint8 tensor but is a float"):
+        calls["signature"](floats)
+    with pytest.raises(TypeError, match=re.escape("dtype=tf.uint8")):
+        calls["function"](floats)
+
+    clips = loaded.signatures["classify_clips"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
+            "classify_clips: input clips must be uint8 (clips, frames, height, width, channels), "
+            "with frames = 8")):
+        clips(clips=tf.zeros((2, 4, SIZE, SIZE, 3), tf.uint8))
+    assert clips(clips=tf.zeros((2, 8, SIZE, SIZE, 3), tf.uint8))["probabilities"].shape == (2, len(CLASSES))

@@ -17,6 +17,12 @@ Signatures:
 * "classify_clips": input "clips", uint8 (B, T, S, S, C), clips already at
   E's length and size (what `avd-export` of E takes); output
   "probabilities" float32 (B, K), one row per clip.
+
+A wrong dtype is refused when the signature is called. Shapes are checked
+in the graph, by assertions whose message says what was expected: the
+signatures take a uint8 tensor of any shape, because a signature called
+directly (as TF Serving does) checks only the dtype, and a fixed-rank input
+spec would let a wrong rank through to fail deep in the graph.
 """
 from __future__ import annotations
 
@@ -53,6 +59,34 @@ def _avd_model_dir(classifier_dir: str, config: dict, avd_model_dir: str | None)
     if not path:
         raise ValueError(f"{where}: names no avd_model_dir; pass the AVD model folder")
     return path
+
+
+def _checked(tensor, endpoint: str, name: str, layout: str, sizes: list) -> tf.Tensor:
+    """`tensor` once the graph has asserted its rank and sizes.
+
+    `sizes` has one entry per axis of `layout`: an int the size must equal,
+    "positive" (at least 1), or None (any).
+    """
+    # No quotes: the assertion message shows them escaped.
+    expected = f"{endpoint}: input {name} must be uint8 {layout}"
+    rank = tf.debugging.assert_equal(tf.rank(tensor), len(sizes),
+                                     message=f"{expected}, a tensor of rank {len(sizes)}")
+    # After the rank check, so that indexing a shape of another rank cannot fail first.
+    with tf.control_dependencies([rank]):
+        shape = tf.shape(tensor)
+    checks = []
+    for axis, (size, label) in enumerate(zip(sizes, layout.strip("()").split(", "))):
+        if size == "positive":
+            checks.append(tf.debugging.assert_positive(
+                shape[axis], message=f"{expected}, with {label} >= 1"))
+        elif size is not None:
+            checks.append(tf.debugging.assert_equal(
+                shape[axis], size, message=f"{expected}, with {label} = {size}"))
+    with tf.control_dependencies(checks):
+        tensor = tf.identity(tensor)
+    # Static shape only: tf.ensure_shape would be evaluated before the assertions.
+    tensor.set_shape([size if isinstance(size, int) else None for size in sizes])
+    return tensor
 
 
 def export_video_classifier(classifier_dir: str, export_dir: str, *,
@@ -96,11 +130,14 @@ def export_video_classifier(classifier_dir: str, export_dir: str, *,
         return tf.cast(classifier(inputs, training=False), tf.float32)
 
     def classify_clips(clips):
+        clips = _checked(clips, CLIPS_ENDPOINT, "clips", "(clips, frames, height, width, channels)",
+                         [None, spec.num_frames, spec.image_size, spec.image_size, spec.channels])
         return {"probabilities": scores(augment.to_signed_unit(clips))}
 
     def classify_video(frames):
+        frames = _checked(frames, VIDEO_ENDPOINT, "frames", "(frames, height, width, channels)",
+                          ["positive", "positive", "positive", spec.channels])
         length = tf.shape(frames)[0]
-        tf.debugging.assert_positive(length, message="classify_video: the video has no frame")
         starts = sampling.evenly_spaced_starts(length, clips_per_video, span)
         indices = sampling.clip_indices(starts, length, spec.num_frames)
         # Frames resized once, then gathered: the evaluation pipeline's float clips.
@@ -113,10 +150,9 @@ def export_video_classifier(classifier_dir: str, export_dir: str, *,
     archive.track(encoder)
     archive.track(classifier)
     archive.add_endpoint(VIDEO_ENDPOINT, classify_video, input_signature=[
-        tf.TensorSpec([None, None, None, spec.channels], tf.uint8, name="frames")])
+        tf.TensorSpec(None, tf.uint8, name="frames")])
     archive.add_endpoint(CLIPS_ENDPOINT, classify_clips, input_signature=[
-        tf.TensorSpec([None, spec.num_frames, spec.image_size, spec.image_size, spec.channels],
-                      tf.uint8, name="clips")])
+        tf.TensorSpec(None, tf.uint8, name="clips")])
     archive.write_out(export_dir, verbose=False)
     info = {
         "export_dir": os.path.abspath(export_dir),
