@@ -5,7 +5,8 @@ colour codes; in a file (a batch job, `> log`) every redraw piles onto one
 enormous line. So bars are drawn only when stdout and stderr are both
 terminals (Keras writes to stdout, tqdm to stderr) and the program's
 --progress flag allows them. Otherwise Keras prints one line per epoch and
-`progress_bar` one line every few percent.
+`progress_bar` one line every few percent, on stderr where tqdm's bar would
+be, so that a program's stdout (often one JSON line) stays as it was.
 """
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ def interactive(enabled: bool = True) -> bool:
     return enabled and _is_terminal(sys.stdout) and _is_terminal(sys.stderr)
 
 
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def keras_verbose(enabled: bool = True) -> int:
     """`model.fit`'s verbose: 1 (a bar) when interactive, 2 (one line per epoch) otherwise."""
     return 1 if interactive(enabled) else 2
@@ -35,11 +40,12 @@ def keras_verbose(enabled: bool = True) -> int:
 class LineProgress:
     """tqdm's `update`, `set_postfix`, `write` and `close` as one plain line every `every` percent.
 
-    Without a total, a line at 1, 2, 4, 8, ... items.
+    Without a total, a line at 1, 2, 4, 8, ... items. `write` prints to
+    stdout, as tqdm's does.
     """
 
     def __init__(self, total: int | None, *, desc: str, unit: str, initial: int = 0,
-                 every: float = 5.0, log: Callable[[str], None] = print):
+                 every: float = 5.0, log: Callable[[str], None] = _to_stderr):
         self.total, self.desc, self.unit, self.every, self.log = total, desc, unit, every, log
         self.n = self._logged = initial
         self._start = time.monotonic()
@@ -60,7 +66,7 @@ class LineProgress:
         self._postfix = ", ".join(f"{key}={value}" for key, value in values.items())
 
     def write(self, message: str) -> None:
-        self.log(message)
+        print(message)
 
     def _line(self) -> None:
         count = f"{self.n}/{self.total} {self.unit}s" if self.total else f"{self.n} {self.unit}s"
@@ -84,7 +90,7 @@ class LineProgress:
 
 
 def progress_bar(total: int | None, *, desc: str, unit: str, initial: int = 0, enabled: bool = True,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = _to_stderr):
     """A tqdm bar when `interactive(enabled)`, else a `LineProgress` logging through `log`."""
     if interactive(enabled):
         return tqdm.tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)

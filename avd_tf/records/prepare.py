@@ -111,7 +111,7 @@ def prepare(
     summaries = {name: {"videos": [], "failures": []} for name in todo}
     writers = {}
     bar = terminal.progress_bar(total, initial=total - remaining, desc="prepare", unit="video",
-                                enabled=progress, log=log)
+                                enabled=progress)
     start = time.time()
     frames = 0
     try:
