@@ -53,6 +53,7 @@ def failures_and_kept(output_dir):
     return {f["id"]: f["reason"] for f in manifest["failures"]}, kept
 
 
+@pytest.mark.slow  # two avd-prepare runs: ~30 s on 2 busy cores
 def test_worker_killed_inside_a_video_fails_that_video_only_and_the_run_resumes(tmp_path):
     slow = videos(tmp_path / "videos")
     out = tmp_path / "prepared"
