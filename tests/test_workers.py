@@ -10,6 +10,7 @@ import time
 import pytest
 
 from avd_tf.records.workers import death_reason
+from avd_tf.video import flow
 from conftest import textured_frames, write_video
 
 KEPT = ["test/a/t0", "test/a/t1", "test/a/t2", "train/a/a0", "train/a/a1", "train/a/a2"]
@@ -106,3 +107,13 @@ def test_a_timeout_of_zero_is_refused_in_one_line(tmp_path):
     (1, "worker died: exit code 1")])
 def test_death_reason_names_the_signal(exitcode, reason):
     assert death_reason(exitcode) == reason
+
+
+@pytest.mark.skipif(flow.cuda_available(), reason="this OpenCV build has CUDA TV-L1")
+def test_a_worker_that_cannot_start_stops_the_run_in_one_line(tmp_path):
+    videos(tmp_path / "videos")
+    result = subprocess.run(command(tmp_path / "videos", tmp_path / "out", "--flow_device", "cuda"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "avd-prepare: a preparation worker failed to start: RuntimeError: flow device 'cuda' requested")

@@ -92,6 +92,8 @@ def imap(tasks: list[Task], options: ConvertOptions, processes: int,
     signal 11 (SIGSEGV)", "timed out after 600 s"). Raises WorkerError if a
     worker fails before it could take a video.
     """
+    if not tasks:
+        return
     context = multiprocessing.get_context("spawn")  # not fork: the caller may run TensorFlow's threads
     pending = collections.deque(range(len(tasks)))
     done: dict[int, VideoResult] = {}
