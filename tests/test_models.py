@@ -376,7 +376,7 @@ def test_bad_configurations_and_inputs_are_refused(video):
     with pytest.raises(ValueError, match="unknown AVD config keys"):
         get_preset("small", widths=(1, 2))
     with pytest.raises(ValueError, match="fold 8 frames, not num_frames=16"):
-        get_preset("small", num_frames=16)
+        get_preset("small", num_frames=16, temporal_strides=(2, 2, 2, 1, 1))
     with pytest.raises(ValueError, match="unknown stream"):
         build_avd("small", "depth")
     with pytest.raises(ValueError, match="not a multiple of input_resolution"):

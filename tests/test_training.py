@@ -25,6 +25,7 @@ import tensorflow as tf
 from avd_tf import visualize
 from avd_tf.inputs import clip_dataset
 from avd_tf.models import training
+from avd_tf.models.presets import PRESETS, get_preset
 from avd_tf.models.distill import load_encoder
 from conftest import prepared_motion_videos
 
@@ -318,21 +319,26 @@ def test_two_workers_take_the_first_step_of_one_device(data_dir, tmp_path):
 
 
 def test_config_overrides_derive_strides_and_teacher_resolution():
-    config = training.resolve_config("small", num_frames=16, image_size=48, lam=0.5,
-                                     encoder_filters=[4, 4, 4, 4], batch_size=None)
+    config = get_preset("small", num_frames=16, image_size=48, lam=0.5,
+                        encoder_filters=[4, 4, 4, 4], batch_size=None)
     assert config.temporal_strides == (2, 2, 2, 2, 1)
     assert config.teacher_input_resolution == 24  # largest divisor of 48 up to 32
     assert config.lam == 0.5 and config.encoder_filters == (4, 4, 4, 4)
-    assert config.batch_size == training.PRESETS["small"].batch_size
-    assert training.resolve_config("paper", num_frames=4).temporal_strides == (2, 2, 1, 1, 1)
+    assert config.batch_size == PRESETS["small"].batch_size
+    assert get_preset("paper", num_frames=4).temporal_strides == (2, 2, 1, 1, 1)
+    # The builder resolves overrides the same way training does.
+    from avd_tf.models import build_avd
+
+    model = build_avd("small", "flow", num_frames=16, image_size=48, lam=0.5)
+    assert model.lam == 0.5 and model.encoder.temporal_strides == (2, 2, 2, 2, 1)
     with pytest.raises(ValueError, match="power of two"):
-        training.resolve_config("small", num_frames=12)
+        get_preset("small", num_frames=12)
     with pytest.raises(ValueError, match="power of two up to 2\\*\\*5"):
-        training.resolve_config("small", num_frames=64)
+        get_preset("small", num_frames=64)
     with pytest.raises(ValueError, match="unknown AVD config keys"):
-        training.resolve_config("small", widths=3)
+        get_preset("small", widths=3)
     with pytest.raises(ValueError, match="unknown AVD preset"):
-        training.resolve_config("huge")
+        get_preset("huge")
 
 
 def test_bad_runs_are_refused(data_dir, tmp_path, trained):

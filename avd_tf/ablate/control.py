@@ -19,8 +19,8 @@ from typing import Callable
 import keras
 
 from avd_tf.inputs import class_names
-from avd_tf.models.presets import build_avd, compile_avd
-from avd_tf.models.training import ENCODER, resolve_config, validation_dataset
+from avd_tf.models.presets import build_avd, compile_avd, get_preset
+from avd_tf.models.training import ENCODER, validation_dataset
 from avd_tf.records.shards import write_json_atomically
 from avd_tf.run_dir import CONFIG, METRICS, open_run
 
@@ -39,7 +39,7 @@ def untrained_avd(data_dir: str, model_dir: str, *, preset: str = "small", seed:
     controls.
     """
     started = time.time()
-    config = resolve_config(preset, **{**overrides, "lam": 1.0})
+    config = get_preset(preset, **{**overrides, "lam": 1.0})
     run_config = json.loads(json.dumps({
         "preset": preset,
         "config": dataclasses.asdict(config),

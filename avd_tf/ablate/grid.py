@@ -14,7 +14,7 @@ import itertools
 
 from avd_tf.models.avd import GEN_LOSSES, REC_LOSSES
 from avd_tf.models.presets import PRESETS
-from avd_tf.models.training import resolve_config
+from avd_tf.models.presets import get_preset
 
 # Axis name -> the AVDConfig field it sets, in the order cells are named.
 AXES = {"presets": "preset", "num_frames": "num_frames", "widths": "widths", "lams": "lam",
@@ -89,18 +89,18 @@ class Grid:
         for preset in self.presets:
             for frames in self.num_frames:
                 try:
-                    resolve_config(preset, num_frames=frames)
+                    get_preset(preset, num_frames=frames)
                 except ValueError as error:
                     raise ValueError(f"num_frames (--num_frames): {error}") from None
             for widths in self.widths:
                 if widths is not None:
                     try:
-                        resolve_config(preset, **config_overrides({"widths": widths}))
+                        get_preset(preset, **config_overrides({"widths": widths}))
                     except ValueError as error:
                         raise ValueError(f"widths (--widths): {error}") from None
 
     def _resolve(self, preset, frames, widths, lam, rec, gen) -> dict:
-        config = resolve_config(preset, num_frames=frames)
+        config = get_preset(preset, num_frames=frames)
         return {"preset": preset, "num_frames": config.num_frames,
                 "widths": format_widths(config.encoder_filters) if widths is None else
                 format_widths(parse_widths(widths)),

@@ -172,19 +172,56 @@ PRESETS = {
 }
 
 
-def get_preset(name: str, **overrides) -> AVDConfig:
-    """Returns preset `name` with some fields replaced, e.g. `get_preset("small", lam=1.0)`."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown AVD preset {name!r}; known presets: {sorted(PRESETS)}")
-    return _override(PRESETS[name], overrides)
+def strides_for(num_frames: int, layers: int) -> tuple[int, ...]:
+    """E's temporal strides folding `num_frames` frames with `layers` layers.
+
+    Our rule: the first log2(num_frames) layers have stride 2, the rest 1
+    (folding early is cheaper, as in the "small" preset).
+    """
+    folds = int(num_frames).bit_length() - 1
+    if num_frames < 1 or 2**folds != num_frames or folds > layers:
+        raise ValueError(
+            f"num_frames must be a power of two up to 2**{layers} = {2**layers} for E's "
+            f"{layers} layers of temporal stride 1 or 2, got {num_frames}"
+        )
+    return (2,) * folds + (1,) * (layers - folds)
 
 
-def _override(config: AVDConfig, overrides: dict) -> AVDConfig:
+def teacher_resolution_for(image_size: int, preferred: int) -> int:
+    """The largest divisor of `image_size` up to `preferred`: T's input after average pooling."""
+    return max(d for d in range(1, min(image_size, preferred) + 1) if image_size % d == 0)
+
+
+def get_preset(preset: str | AVDConfig = "small", **overrides) -> AVDConfig:
+    """Preset `preset` (a name or an AVDConfig) with fields replaced, e.g. `get_preset("small", lam=1.0)`.
+
+    The one place overrides are resolved. None values are ignored (unset
+    flags). Overriding `num_frames` without `temporal_strides` derives the
+    strides (`strides_for`); overriding `image_size` without
+    `teacher_input_resolution` keeps the preset's resolution when it
+    divides the size, else the largest divisor below it
+    (`teacher_resolution_for`).
+    """
+    if isinstance(preset, AVDConfig):
+        base = preset
+    elif preset in PRESETS:
+        base = PRESETS[preset]
+    else:
+        raise ValueError(f"unknown AVD preset {preset!r}; known presets: {sorted(PRESETS)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     fields = {field.name for field in dataclasses.fields(AVDConfig)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown AVD config keys {unknown}; valid keys: {sorted(fields)}")
-    return dataclasses.replace(config, **overrides)
+    if "num_frames" in overrides and "temporal_strides" not in overrides:
+        overrides["temporal_strides"] = strides_for(
+            int(overrides["num_frames"]), len(base.temporal_strides)
+        )
+    if "image_size" in overrides and "teacher_input_resolution" not in overrides:
+        overrides["teacher_input_resolution"] = teacher_resolution_for(
+            int(overrides["image_size"]), base.teacher_input_resolution
+        )
+    return dataclasses.replace(base, **overrides)
 
 
 def build_avd(
@@ -202,10 +239,7 @@ def build_avd(
     """
     if stream not in STREAM_CHANNELS:
         raise ValueError(f"unknown stream {stream!r}; expected one of {sorted(STREAM_CHANNELS)}")
-    if isinstance(preset, AVDConfig):
-        config = _override(preset, stream_overrides(stream, overrides))
-    else:
-        config = get_preset(preset, **stream_overrides(stream, overrides))
+    config = get_preset(preset, **stream_overrides(stream, overrides))
     channels = STREAM_CHANNELS[stream]
     model = AVD(
         encoder=Encoder(

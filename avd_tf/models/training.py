@@ -52,11 +52,11 @@ from tensorflow.core.framework import summary_pb2
 from avd_tf import terminal, visualize
 from avd_tf.inputs import avd_dataset, class_names, clip_dataset, list_shards, num_videos
 from avd_tf.models.presets import (
-    PRESETS,
     STREAM_CHANNELS,
     AVDConfig,
     build_avd,
     compile_avd,
+    get_preset,
     stream_overrides,
 )
 from avd_tf.records.shards import write_json_atomically
@@ -94,56 +94,6 @@ SUMMARY_GAP = 2
 
 class TrainingDivergedError(RuntimeError):
     """A loss became NaN or infinite during training."""
-
-
-def strides_for(num_frames: int, layers: int) -> tuple[int, ...]:
-    """E's temporal strides folding `num_frames` frames with `layers` layers.
-
-    Our rule: the first log2(num_frames) layers have stride 2, the rest 1
-    (folding early is cheaper, as in the "small" preset).
-    """
-    folds = int(num_frames).bit_length() - 1
-    if num_frames < 1 or 2**folds != num_frames or folds > layers:
-        raise ValueError(
-            f"num_frames must be a power of two up to 2**{layers} = {2**layers} for E's "
-            f"{layers} layers of temporal stride 1 or 2, got {num_frames}"
-        )
-    return (2,) * folds + (1,) * (layers - folds)
-
-
-def teacher_resolution_for(image_size: int, preferred: int) -> int:
-    """The largest divisor of `image_size` up to `preferred`: T's input after average pooling."""
-    return max(d for d in range(1, min(image_size, preferred) + 1) if image_size % d == 0)
-
-
-def resolve_config(preset: str | AVDConfig = "small", **overrides) -> AVDConfig:
-    """A preset with overrides (None values ignored).
-
-    Overriding `num_frames` without `temporal_strides` derives the strides
-    (`strides_for`); overriding `image_size` without
-    `teacher_input_resolution` keeps the preset's resolution when it divides
-    the size, else the largest divisor below it (`teacher_resolution_for`).
-    """
-    if isinstance(preset, AVDConfig):
-        base = preset
-    elif preset in PRESETS:
-        base = PRESETS[preset]
-    else:
-        raise ValueError(f"unknown AVD preset {preset!r}; known presets: {sorted(PRESETS)}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    fields = {field.name for field in dataclasses.fields(AVDConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown AVD config keys {unknown}; valid keys: {sorted(fields)}")
-    if "num_frames" in overrides and "temporal_strides" not in overrides:
-        overrides["temporal_strides"] = strides_for(
-            int(overrides["num_frames"]), len(base.temporal_strides)
-        )
-    if "image_size" in overrides and "teacher_input_resolution" not in overrides:
-        overrides["teacher_input_resolution"] = teacher_resolution_for(
-            int(overrides["image_size"]), base.teacher_input_resolution
-        )
-    return dataclasses.replace(base, **overrides)
 
 
 class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
@@ -428,7 +378,7 @@ def train_avd(
     `preset`: "paper", "small" or an AVDConfig; `overrides`: AVDConfig
     fields (num_frames, image_size, encoder_filters, decoder_filters, lam,
     ed_lr, t_lr, batch_size, ...; None means the preset's value), see
-    `resolve_config`. `steps_per_epoch` defaults to the number of training
+    `get_preset`. `steps_per_epoch` defaults to the number of training
     videos // batch_size (at least 1); validation runs over the whole test
     split unless `validation_steps` is given. `distribution_strategy`: one
     of STRATEGIES (`make_strategy`); `mixed_precision`: "none",
@@ -458,7 +408,7 @@ def train_avd(
                         ("validation_steps", validation_steps or 1)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    config = resolve_config(preset, **stream_overrides(stream, overrides))
+    config = get_preset(preset, **stream_overrides(stream, overrides))
     classes = class_names(data_dir)
     train_videos, test_videos = num_videos(data_dir, "train"), num_videos(data_dir, "test")
     if not train_videos or not test_videos:
@@ -587,9 +537,6 @@ __all__ = [
     "StopOnNonFiniteLoss",
     "TrainingDivergedError",
     "make_strategy",
-    "resolve_config",
-    "strides_for",
-    "teacher_resolution_for",
     "train_avd",
     "validation_dataset",
     "write_images",
