@@ -57,20 +57,21 @@ def test_preparation_writes_a_line_every_few_percent(tmp_path):
     assert lines[-1][1] == "100"
 
 
+DECISIONS = [sys.executable, "-c", "from avd_tf import terminal; print(terminal.interactive(), "
+             "terminal.interactive(False), terminal.keras_verbose(), terminal.keras_verbose(False))"]
+
+
 def test_bars_only_on_a_terminal_and_never_with_progress_off():
     leader, follower = os.openpty()
     try:
-        result = subprocess.run(
-            [sys.executable, "-c", "from avd_tf import terminal; "
-             "print(terminal.interactive(), terminal.interactive(False), terminal.keras_verbose())"],
-            stdout=follower, stderr=follower, timeout=60)
+        result = subprocess.run(DECISIONS, stdout=follower, stderr=follower, timeout=60)
         assert result.returncode == 0
-        assert os.read(leader, 1000).decode().split() == ["True", "False", "1"]
+        assert os.read(leader, 1000).decode().split() == ["True", "False", "1", "2"]
     finally:
         os.close(leader)
         os.close(follower)
-    # Here stdout is pytest's capture, not a terminal.
-    assert not terminal.interactive() and terminal.keras_verbose() == 2
+    piped = subprocess.run(DECISIONS, capture_output=True, text=True, timeout=60)
+    assert piped.stdout.split() == ["False", "False", "2", "2"]
 
 
 @pytest.mark.parametrize("total, updates, expected", [
