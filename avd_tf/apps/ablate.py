@@ -23,8 +23,9 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from avd_tf.apps import describe, run_program
 from avd_tf.demo import DemoSettings
 
 # The ablation's defaults are avd-demo's CPU settings.
@@ -99,7 +100,7 @@ def main(argv):
                      allow_fewer_seeds=FLAGS.allow_fewer_seeds, progress=FLAGS.progress)
     # RuntimeError includes TrainingDivergedError, whose message says what to change.
     except (OSError, ValueError, RuntimeError) as error:
-        sys.exit(f"avd-ablate: {error}")
+        sys.exit(f"avd-ablate: {describe(error)}")
     with open(os.path.join(FLAGS.output_dir, "ablation.md")) as f:
         print(f.read())
     if FLAGS.readme:
@@ -109,12 +110,12 @@ def main(argv):
             print(f"updated {FLAGS.readme} and "
                   f"{write_readme(FLAGS.output_dir, FLAGS.readme, FLAGS.readme_section)}")
         except (OSError, ValueError) as error:
-            sys.exit(f"avd-ablate: {error}")
+            sys.exit(f"avd-ablate: {describe(error)}")
     return 0
 
 
 def run():
-    app.run(main)
+    run_program("avd-ablate", main)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from avd_tf.apps import describe, run_program
 
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean("quick", False, "Few steps and repeats; paper preset at batch 2.")
@@ -302,6 +304,13 @@ def main(argv):
     unknown = sorted(set(FLAGS.measure) - set(PARTS))
     if unknown:
         sys.exit(f"avd-bench: unknown --measure parts {unknown}; choose from {list(PARTS)}")
+    folders = [FLAGS.work_dir] + [os.path.dirname(f) for f in (FLAGS.output, FLAGS.markdown) if f]
+    for folder in filter(None, folders):
+        # Made before minutes of measuring, not when the results are written.
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            sys.exit(f"avd-bench: {describe(error)}")
     if FLAGS.onednn != "inherit":
         # Read when TensorFlow starts: nothing has imported it yet.
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if FLAGS.onednn == "on" else "0"
@@ -368,7 +377,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_program("avd-bench", main)
 
 
 if __name__ == "__main__":

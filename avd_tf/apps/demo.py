@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from avd_tf.apps import describe, run_program
 from avd_tf.demo import STREAMS, DemoSettings, run_demo, write_readme
 
 _DEFAULTS = DemoSettings()
@@ -76,11 +77,11 @@ def main(argv):
             print(f"updated {FLAGS.readme} and {write_readme(FLAGS.output_dir, FLAGS.readme)}")
     # Bad settings or files; RuntimeError includes a diverged training's message.
     except (OSError, ValueError, RuntimeError) as error:
-        sys.exit(f"avd-demo: {error}")
+        sys.exit(f"avd-demo: {describe(error)}")
 
 
 def run():
-    app.run(main)
+    run_program("avd-demo", main)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from avd_tf.apps import describe, run_program
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "AVD model folder written by avd-train.")
@@ -62,7 +64,7 @@ def main(argv):
         try:
             print(json.dumps(_distill_video()))
         except (OSError, ValueError, RuntimeError, VideoError) as error:
-            sys.exit(f"avd-distill: {error}")
+            sys.exit(f"avd-distill: {describe(error)}")
         return 0
     missing = [f"--{name}" for name in ("data_dir", "output_dir") if not getattr(FLAGS, name)]
     if missing:
@@ -88,13 +90,13 @@ def main(argv):
             report["contact_sheet"] = visualize.save_png(
                 os.path.join(FLAGS.output_dir, CONTACT_SHEET), visualize.contact_sheet(rows))
     except (OSError, ValueError, RuntimeError) as error:
-        sys.exit(f"avd-distill: {error}")
+        sys.exit(f"avd-distill: {describe(error)}")
     print(json.dumps(report))
     return 0
 
 
 def run():
-    app.run(main)
+    run_program("avd-distill", main)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import sys
 
 from absl import app, flags
 
+from avd_tf.apps import describe, run_program
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("model_dirs", None, "Fine-tuned model folders (model.keras + config.json), one per stream.")
 flags.DEFINE_string("data_dir", None, "Prepared dataset to test on; default: the first model's config data_dir.")
@@ -61,39 +63,42 @@ def _stream_dirs(pairs):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv
     try:
         weights = [float(w) for w in FLAGS.fusion_weights] if FLAGS.fusion_weights else None
     except ValueError:
         raise app.UsageError(f"--fusion_weights: not numbers: {','.join(FLAGS.fusion_weights)}") from None
-    from avd_tf.classify.evaluate import evaluate
+    stream_dirs = _stream_dirs(FLAGS.stream_dirs)
+    from avd_tf.classify.evaluate import evaluate, read_model_config
+    from avd_tf.inputs.shards import readable_shards
 
     try:
-        evaluate(
-            FLAGS.model_dirs,
-            data_dir=FLAGS.data_dir,
-            split=FLAGS.split,
-            fuse=FLAGS.fuse,
-            fusions=FLAGS.fusions,
-            weights=weights,
-            batch_size=FLAGS.batch_size,
-            output=FLAGS.output,
-            confusion_png=FLAGS.confusion_png,
-            markdown=FLAGS.markdown,
-            label_map=FLAGS.label_map,
-            stream_dirs=_stream_dirs(FLAGS.stream_dirs),
-            strict=not FLAGS.allow_partial,
-            progress=FLAGS.progress,
-        )
+        data_dir = FLAGS.data_dir or read_model_config(FLAGS.model_dirs[0])["data_dir"]
+        with readable_shards(data_dir):
+            evaluate(
+                FLAGS.model_dirs,
+                data_dir=data_dir,
+                split=FLAGS.split,
+                fuse=FLAGS.fuse,
+                fusions=FLAGS.fusions,
+                weights=weights,
+                batch_size=FLAGS.batch_size,
+                output=FLAGS.output,
+                confusion_png=FLAGS.confusion_png,
+                markdown=FLAGS.markdown,
+                label_map=FLAGS.label_map,
+                stream_dirs=stream_dirs,
+                strict=not FLAGS.allow_partial,
+                progress=FLAGS.progress,
+            )
     except (OSError, ValueError) as error:
-        sys.exit(f"avd-evaluate: {error}")
+        sys.exit(f"avd-evaluate: {describe(error)}")
     print(f"results: {FLAGS.output}")
     return 0
 
 
 def run():
-    app.run(main)
+    run_program("avd-evaluate", main)
 
 
 if __name__ == "__main__":

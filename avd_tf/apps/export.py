@@ -20,9 +20,12 @@ Load either with `tf.saved_model.load(export_dir)` or serve it with TF Serving.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from avd_tf.apps import describe, run_program
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "AVD model folder written by avd-train (or a .keras "
@@ -41,6 +44,9 @@ flags.mark_flags_as_mutual_exclusive(["model_dir", "classifier_dir"], required=T
 def main(argv):
     del argv
     try:
+        # Made first: TensorFlow's writer reports a path that cannot be a folder
+        # with its own error type and no file name.
+        os.makedirs(FLAGS.export_dir, exist_ok=True)
         if FLAGS.classifier_dir:
             from avd_tf.classify.export import export_video_classifier
 
@@ -52,13 +58,13 @@ def main(argv):
 
             info = export_encoder(FLAGS.model_dir, FLAGS.export_dir)
     except (OSError, ValueError, RuntimeError) as error:
-        sys.exit(f"avd-export: {error}")
+        sys.exit(f"avd-export: {describe(error)}")
     print(json.dumps(info))
     return 0
 
 
 def run():
-    app.run(main)
+    run_program("avd-export", main)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from avd_tf.apps import describe, run_program
 from avd_tf.classify.backbones import BACKBONES
 from avd_tf.classify.finetune import SELECTION_RULES
 from avd_tf.classify.streams import AVD_STREAMS, STREAMS
@@ -91,7 +92,7 @@ def main(argv):
                 flip=FLAGS.flip, flip_label_map=FLAGS.flip_label_map,
                 progress=FLAGS.progress)
     except (OSError, ValueError, RuntimeError) as error:
-        sys.exit(f"avd-finetune: {error}")
+        sys.exit(f"avd-finetune: {describe(error)}")
     selected, last = metrics["selected"], metrics["last"]
     line = f"kept epoch {selected['epoch']} of {last['epoch']} (rule: {selected['rule']})"
     if "val_accuracy" in selected:
@@ -107,7 +108,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_program("avd-finetune", main)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from avd_tf.apps import describe, run_program
 from avd_tf.video import synthetic
 from avd_tf.video.decode import VideoError
 
@@ -72,8 +73,7 @@ flags.mark_flag_as_required("output_dir")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv
     try:
         speeds = synthetic.Speeds(
             translate=_speed_range("translate_speed"),
@@ -97,7 +97,7 @@ def main(argv):
             speeds=speeds,
         )
     except (OSError, ValueError, VideoError) as error:
-        sys.exit(f"avd-make-demo-data: {error}")
+        sys.exit(f"avd-make-demo-data: {describe(error)}")
     print(
         f"Wrote {summary['num_videos']} videos ({summary['num_train']} train, "
         f"{summary['num_test']} test; {len(summary['classes'])} classes, "
@@ -118,7 +118,7 @@ def _speed_range(name: str) -> tuple[float, float]:
 
 
 def run():
-    app.run(main)
+    run_program("avd-make-demo-data", main)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,9 @@ import os
 import shlex
 import sys
 
-from absl import app, flags
+from absl import flags
 
+from avd_tf.apps import describe, run_program
 from avd_tf.video import decode, flow
 
 FLAGS = flags.FLAGS
@@ -64,7 +65,7 @@ def main(argv):
             test_fraction=FLAGS.test_fraction,
         )
     except (OSError, ValueError) as error:
-        sys.exit(f"avd-prepare: {error}")
+        sys.exit(f"avd-prepare: {describe(error)}")
 
     from avd_tf import run_lock
     from avd_tf.datasets import flip_labels
@@ -124,7 +125,7 @@ def main(argv):
                 )
     except (prepare.PrepareError, prepare.worker_pool.WorkerError, run_lock.RunLockedError,
             OSError) as error:
-        sys.exit(f"avd-prepare: {error}")
+        sys.exit(f"avd-prepare: {describe(error)}")
     prepared = sum(s["videos"] for s in manifest["splits"].values())
     failed = len(manifest["failures"])
     for split, counts in sorted(manifest["splits"].items()):
@@ -141,7 +142,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_program("avd-prepare", main)
 
 
 if __name__ == "__main__":

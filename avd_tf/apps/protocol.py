@@ -21,6 +21,7 @@ import sys
 
 from absl import app, flags
 
+from avd_tf.apps import describe, run_program
 from avd_tf.classify import protocol
 
 FLAGS = flags.FLAGS
@@ -49,8 +50,7 @@ flags.mark_flags_as_required(["dataset", "video_dir", "split_dir", "work_dir"])
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    del argv
     try:
         splits = tuple(int(s) for s in FLAGS.splits) if FLAGS.splits else None
         weights = tuple(float(w) for w in FLAGS.fusion_weights) if FLAGS.fusion_weights else None
@@ -80,14 +80,14 @@ def main(argv):
         )
         protocol.run_protocol(settings, dry_run=FLAGS.dry_run, progress=FLAGS.progress)
     except (protocol.ProtocolError, OSError, ValueError) as error:
-        sys.exit(f"avd-protocol: {error}")
+        sys.exit(f"avd-protocol: {describe(error)}")
     if not FLAGS.dry_run:
         print(f"protocol: {protocol.protocol_path(settings)}")
     return 0
 
 
 def run():
-    app.run(main)
+    run_program("avd-protocol", main)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from avd_tf.apps import describe, run_program
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Folder prepared by avd-prepare (TFRecord shards).")
@@ -114,7 +116,7 @@ def main(argv):
             )
     # RuntimeError includes TrainingDivergedError, whose message says what to change.
     except (OSError, ValueError, RuntimeError) as error:
-        sys.exit(f"avd-train: {error}")
+        sys.exit(f"avd-train: {describe(error)}")
     summary = {key: metrics.get(key) for key in (
         "epoch", "rec_loss", "gen_loss", "teacher_loss", "teacher_acc_real",
         "teacher_acc_fake", "grad_ratio", "val_rec_loss", "val_psnr", "val_still_psnr",
@@ -124,7 +126,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_program("avd-train", main)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from avd_tf.classify import report, scores
 CONFIG = "config.json"
 MODEL = "model.keras"
 REQUIRED_CONFIG_KEYS = ("stream", "backbone", "input_size", "classes", "data_dir")
+# What avd-train writes (avd_tf.models.distill), named here without importing TensorFlow.
+AVD_MODEL_FILES = ("encoder.keras", "avd.keras")
 TOP5 = 5
 # ensure_stream arguments that change a stream's images (recorded by avd-finetune).
 STREAM_OPTIONS = ("frames_per_video", "window", "stride", "clips_per_video")
@@ -32,6 +34,10 @@ STREAM_OPTIONS = ("frames_per_video", "window", "stride", "clips_per_video")
 def read_model_config(model_dir: str) -> dict:
     """The config.json of a fine-tuned model folder, checked for the keys evaluation needs."""
     path = os.path.join(model_dir, CONFIG)
+    if not os.path.isfile(os.path.join(model_dir, MODEL)) and any(
+            os.path.isfile(os.path.join(model_dir, name)) for name in AVD_MODEL_FILES):
+        raise ValueError(f"{model_dir}: an AVD model folder (avd-train's), not a fine-tuned "
+                         "classifier (avd-finetune's)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no model config (avd-finetune writes it next to {MODEL})")
     try:
@@ -55,10 +61,12 @@ def load_model(model_dir: str):
 
     # Importing the backbones registers the custom layers saved models refer to.
     from avd_tf.classify import backbones  # noqa: F401
+    from avd_tf.models.distill import check_keras_file
 
     path = os.path.join(model_dir, MODEL)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no saved model (avd-finetune writes it)")
+    check_keras_file(path)
     try:
         return keras.models.load_model(path, compile=False)
     except (ValueError, TypeError, OSError) as error:

@@ -64,7 +64,7 @@ from avd_tf import terminal
 from avd_tf.classify import dynamic_images as di
 from avd_tf.inputs import augment, sampling
 from avd_tf.inputs.clips import video_dataset
-from avd_tf.inputs.shards import list_shards, read_manifest
+from avd_tf.inputs.shards import check_flow, list_shards, read_manifest
 from avd_tf.records import images, schema
 from avd_tf.records.shards import write_json_atomically
 
@@ -258,23 +258,14 @@ def mirrored_frames(frames: np.ndarray, flow: bool) -> np.ndarray:
     return mirrored
 
 
-def _check_flow(data_dir: str, manifest: dict) -> None:
-    for split in SPLITS:
-        for video in manifest.get("videos", {}).get(split, []):
-            if not video.get("flow_frames"):
-                raise ValueError(
-                    f"{os.path.join(data_dir, 'manifest.json')}: video {video.get('id')!r} "
-                    "has no optical flow frames; prepare the data with flow (avd-prepare "
-                    "--flow tvl1) to use a flow stream")
-
-
 def _compute(data_dir: str, stream: str, output_dir: str, *, frames_per_video: int,
              window: int, stride: int, progress: bool) -> dict:
     """Writes the shards of both splits of a non-AVD stream; returns per-split counts."""
     manifest = read_manifest(data_dir)
     flow = stream in FLOW_STREAMS
     if flow:
-        _check_flow(data_dir, manifest)
+        for split in SPLITS:
+            check_flow(data_dir, split)
     selected = frames_per_video if stream in ("frame", "flow") else None
     total = sum(manifest.get("splits", {}).get(split, {}).get("videos", 0) for split in SPLITS)
     counts, shape = {}, None

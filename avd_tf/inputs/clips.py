@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from avd_tf.inputs import augment, sampling
-from avd_tf.inputs.shards import list_shards
+from avd_tf.inputs.shards import check_flow, list_shards
 from avd_tf.records import schema
 
 STREAMS = ("rgb", "flow")
@@ -162,6 +162,8 @@ def _clips(data_dir, split, *, stream, num_frames, size, training, clips_per_vid
     _check_arguments(stream, num_frames, size, clips_per_video, frame_stride, shuffle_buffer,
                      scale_range, flip)
     files = list_shards(data_dir, split)
+    if stream == "flow":
+        check_flow(data_dir, split)
     channels = 3 if stream == "rgb" else 2
     ds = _records(files, _sub_seed(seed, 0), shuffle=training)
     ds = ds.map(_stream_parser(stream), num_parallel_calls=AUTOTUNE)

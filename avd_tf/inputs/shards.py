@@ -84,6 +84,25 @@ def class_names(data_dir: str) -> list[str]:
     return list(read_manifest(data_dir)["classes"])
 
 
+def check_flow(data_dir: str, split: str) -> None:
+    """Raises ValueError naming manifest.json when a video of `split` was prepared without flow.
+
+    Without the check a flow model meets the first such video deep in its
+    input pipeline. Folders without a manifest are left to that pipeline's
+    per-video assertion.
+    """
+    try:
+        manifest = read_manifest(data_dir)
+    except FileNotFoundError:
+        return
+    for video in manifest.get("videos", {}).get(split, []):
+        if not video.get("flow_frames"):
+            raise ValueError(
+                f"{os.path.join(data_dir, MANIFEST)}: video {video.get('id')!r} has no optical "
+                "flow frames; prepare the data with flow (avd-prepare --flow tvl1) to use a "
+                "flow stream")
+
+
 def num_videos(data_dir: str, split: str) -> int:
     """How many videos `split` holds: for `steps_per_epoch` with repeated datasets.
 

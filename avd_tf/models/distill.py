@@ -29,6 +29,7 @@ import functools
 import glob
 import os
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -63,11 +64,20 @@ class EncoderSpec:
 
 
 def _load_file(path: str) -> Encoder:
+    check_keras_file(path)
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for unreadable files
         raise ValueError(f"{path}: cannot load the Keras model ({error})") from error
     return _encoder_of(model, path)
+
+
+def check_keras_file(path: str) -> None:
+    """Raises ValueError for a file that is neither a zip archive (.keras) nor HDF5, for which
+    Keras says "File not found" (the file is there) or lists the formats it reads."""
+    if not path.endswith((".h5", ".hdf5")) and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a Keras model file (a .keras file is a zip archive; "
+                         "this one is not)")
 
 
 def _encoder_of(model, where: str) -> Encoder:
