@@ -3,22 +3,83 @@
 `config.json` records the run; `history.csv` gets one row per epoch
 (`keras.callbacks.CSVLogger(append=True)`); `backup/` is
 `keras.callbacks.BackupAndRestore`'s state after the last finished epoch;
-`metrics.json`, written last, marks a finished run. `open_run` refuses a
-model_dir that holds another run and finds a finished one; `start_run`
-clears what a fresh start must not inherit or says where a resumed run goes
-on.
+`metrics.json`, written last, marks a finished run; `logs/` is for
+TensorBoard. `open_run` refuses a model_dir that holds another run and
+finds a finished one; `start_run` clears what a fresh start must not
+inherit or says where a resumed run goes on. The settings both programs
+share live here too: the in-memory caching rule, the precision flag's
+values (`set_precision`), the epoch timer and the TensorBoard callback.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import time
 from typing import Callable
+
+import keras
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
 BACKUP = "backup"
+LOGS = "logs"
+# Below this many bytes of input shards the parsed inputs stay in memory
+# (our choice: the demo and HMDB51-sized data fit, UCF101 frames at full
+# size and Kinetics would not).
+CACHE_LIMIT_BYTES = 1 << 30
+PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
+
+
+def fits_in_memory(shard_paths) -> bool:
+    """Whether shards of these paths are small enough to cache (`CACHE_LIMIT_BYTES`)."""
+    return sum(os.path.getsize(path) for path in shard_paths) <= CACHE_LIMIT_BYTES
+
+
+@contextlib.contextmanager
+def precision(name: str):
+    """Models built inside use dtype policy `name` (one of PRECISIONS; "none": float32)."""
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown mixed precision {name!r}; expected one of {PRECISIONS}")
+    policy = keras.config.dtype_policy()
+    if name != "none":
+        keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds train_seconds, `<unit>_per_second` (training only) and epoch_seconds to epoch logs."""
+
+    def __init__(self, items_per_epoch: int, unit: str):
+        super().__init__()
+        self.items_per_epoch = items_per_epoch
+        self.key = f"{unit}_per_second"
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._train_seconds = None
+
+    def on_test_begin(self, logs=None):
+        if self._train_seconds is None:
+            self._train_seconds = time.perf_counter() - self._start
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        train = self._train_seconds if self._train_seconds is not None else now - self._start
+        if logs is not None:
+            logs["train_seconds"] = train
+            logs[self.key] = self.items_per_epoch / train
+            logs["epoch_seconds"] = now - self._start
+
+
+def tensorboard(model_dir: str) -> keras.callbacks.TensorBoard:
+    """Keras' TensorBoard callback on `model_dir/logs`: each epoch's scalars, train and validation."""
+    return keras.callbacks.TensorBoard(os.path.join(model_dir, LOGS), write_graph=False)
 
 
 def read_history(model_dir: str) -> list[dict]:

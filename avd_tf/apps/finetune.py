@@ -59,7 +59,8 @@ flags.DEFINE_enum("select_on", "last", list(SELECTION_RULES),
                   "Epoch kept: last, or val (best accuracy on held-out training videos).")
 flags.DEFINE_float("val_fraction", 0.2, "--select_on val: share of each class's training "
                    "video groups held out for validation.")
-flags.DEFINE_boolean("mixed_precision", False, "Train in mixed_float16.")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_float16", "mixed_bfloat16"],
+                  "Keras dtype policy of the classifier (as avd-train's).")
 flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
 flags.DEFINE_boolean("progress", True, "Progress bars (off: one line per epoch).")
 flags.mark_flags_as_required(["data_dir", "stream", "model_dir"])

@@ -125,14 +125,15 @@ class BackbonePreprocess(keras.layers.Layer):
         return config
 
 
-def _resolve_weights(weights):
+def resolve_weights(weights) -> str | None:
+    """None (random init), "imagenet", or the absolute path of an existing weights file."""
     if weights is None or (isinstance(weights, str) and weights.lower() == "none"):
         return None
     if isinstance(weights, str) and weights == "imagenet":
         return weights
-    path = os.fspath(weights)
+    path = os.path.abspath(os.fspath(weights))
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"backbones: weights file {path!r} does not exist")
+        raise FileNotFoundError(f"{path}: weights file not found")
     return path
 
 
@@ -203,7 +204,7 @@ def build_backbone(backbone: str, weights="imagenet", input_channels: int = 3,
                          f"{spec.min_input_size}, got {size}")
     if input_channels < 1:
         raise ValueError(f"backbones: input_channels must be >= 1, got {input_channels}")
-    weights = _resolve_weights(weights)
+    weights = resolve_weights(weights)
     if input_channels == 3 or weights is None:
         return _build_headless(spec, weights, (size, size, input_channels))
     rgb = _build_headless(spec, weights, (size, size, 3))
@@ -251,7 +252,7 @@ def build_classifier(backbone: str, num_classes: int, weights="imagenet",
         raise ValueError(f"build_classifier: num_classes must be >= 1, got {num_classes}")
     size = input_size or get_spec(backbone).input_size
     features = build_backbone(backbone, weights, input_channels, size)
-    if partial_bn and _resolve_weights(weights) is not None:
+    if partial_bn and resolve_weights(weights) is not None:
         partial_batch_norm(features)
     if bn_momentum is not None:
         for layer in features._flatten_layers(include_self=False):

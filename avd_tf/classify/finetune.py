@@ -21,8 +21,7 @@ re-scaling" (`avd_tf.classify.streams.stream_dataset`). Here:
 * `model_dir/backup` (`keras.callbacks.BackupAndRestore`) holds the state
   after the last finished epoch, so a killed run resumes there;
   `model_dir/history.csv` logs every epoch,
-  `model_dir/logs` is for TensorBoard (when the tensorboard package is
-  installed: Keras' callback needs it);
+  `model_dir/logs` is for TensorBoard (`avd_tf.run_dir.tensorboard`);
 * `model_dir/config.json` records the run (stream, backbone, input_size,
   classes, data_dir, avd_model_dir, the held-out groups, ... : what
   avd-evaluate reads) and `model_dir/metrics.json` the last and the
@@ -33,7 +32,7 @@ finished run with the same config is not trained again.
 """
 from __future__ import annotations
 
-import importlib.util
+import glob
 import math
 import os
 import time
@@ -43,49 +42,35 @@ import tensorflow as tf
 
 from avd_tf import terminal
 from avd_tf.classify import streams
-from avd_tf.classify.backbones import build_classifier, get_spec
+from avd_tf.classify.backbones import build_classifier, get_spec, resolve_weights
 from avd_tf.datasets import flip_labels
 from avd_tf.inputs import holdout
 from avd_tf.inputs.augment import check_flip
 from avd_tf.inputs.shards import list_shards
 from avd_tf.records import images
 from avd_tf.records.shards import write_json_atomically
-from avd_tf.run_dir import BACKUP, CONFIG, HISTORY, METRICS, open_run, read_history, start_run
+from avd_tf.run_dir import (
+    BACKUP,
+    CONFIG,
+    HISTORY,
+    METRICS,
+    PRECISIONS,
+    EpochTimer,
+    fits_in_memory,
+    open_run,
+    precision,
+    read_history,
+    start_run,
+    tensorboard,
+)
 
 MODEL = "model.keras"
-LOGS = "logs"
 SELECTION_RULES = ("last", "val")
 # Seed of the held-out split when the run has none: a resumed run must hold
 # out the same videos it held out before.
 HOLDOUT_SEED = 0
-# Below this many bytes of stream shards the decoded images are kept in
-# memory (our choice: the demo and HMDB51-sized streams fit, UCF101 frames at
-# full size would not).
-CACHE_LIMIT_BYTES = 1 << 30
 NO_NETWORK = ("no network: use --weights none, a local file, or --backbone "
               "efficientnet_lite0 which ships its weights")
-
-
-class _EpochTimer(keras.callbacks.Callback):
-    """Adds "epoch_seconds" (training + validation) to each epoch's logs."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["epoch_seconds"] = time.time() - self._start
-
-
-def _resolve_weights(weights) -> str | None:
-    if weights is None or str(weights).lower() == "none":
-        return None
-    if weights == "imagenet":
-        return "imagenet"
-    path = os.path.abspath(os.fspath(weights))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: weights file not found")
-    return path
 
 
 def _build(backbone, num_classes, weights, channels, size, dropout) -> keras.Model:
@@ -146,24 +131,6 @@ def _hold_out(stream_dir: str, fraction: float, seed: int | None,
     }
 
 
-def _tensorboard(log_dir: str, log) -> list[keras.callbacks.Callback]:
-    """The TensorBoard callback, or none when the tensorboard package is missing.
-
-    Keras' callback writes through tf.summary, which TensorFlow implements
-    only when tensorboard is installed; training must not fail without it.
-    """
-    if importlib.util.find_spec("tensorboard") is None:
-        log(f"finetune: the tensorboard package is not installed, so no logs go to {log_dir} "
-            "(pip install tensorboard)")
-        return []
-    return [keras.callbacks.TensorBoard(log_dir)]
-
-
-def _stream_bytes(stream_dir: str) -> int:
-    return sum(os.path.getsize(os.path.join(stream_dir, name))
-               for name in os.listdir(stream_dir) if name.endswith(".tfrecord"))
-
-
 def finetune(
     data_dir: str,
     stream: str,
@@ -183,7 +150,7 @@ def finetune(
     seed: int | None = None,
     select_on: str = "last",
     val_fraction: float = 0.2,
-    mixed_precision: bool = False,
+    mixed_precision: str = "none",
     jit_compile: bool = False,
     avd_model_dir: str | None = None,
     cache_dir: str | None = None,
@@ -231,12 +198,14 @@ def finetune(
             raise ValueError(f"{name} must be >= 1, got {value}")
     if steps_per_epoch is not None and steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    if mixed_precision not in PRECISIONS:
+        raise ValueError(f"unknown mixed precision {mixed_precision!r}; expected one of {PRECISIONS}")
     if select_on not in SELECTION_RULES:
         raise ValueError(f"select_on must be one of {', '.join(SELECTION_RULES)}, "
                          f"got {select_on!r}")
     if select_on == "val" and not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    weights = _resolve_weights(weights)
+    weights = resolve_weights(weights)
     check_flip(flip)
     mirror_map = flip_labels.dataset_flip_label_map(data_dir, flip_label_map)
 
@@ -280,7 +249,7 @@ def finetune(
         "seed": seed,
         "select_on": select_on,
         "validation": validation,
-        "mixed_precision": bool(mixed_precision),
+        "mixed_precision": mixed_precision,
         "jit_compile": bool(jit_compile),
         "flip": flip,
         "flip_label_map": flip_labels.to_json(mirror_map),
@@ -292,7 +261,7 @@ def finetune(
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    cache = _stream_bytes(stream_dir) <= CACHE_LIMIT_BYTES
+    cache = fits_in_memory(glob.glob(os.path.join(stream_dir, "*.tfrecord")))
     train = streams.stream_dataset(
         stream_dir, "train", size=size, training=True, batch_size=batch_size, seed=seed,
         cache=cache, flip=flip,
@@ -309,13 +278,8 @@ def finetune(
         val = val.map(lambda batch: (batch["image"], batch["label"])).prefetch(tf.data.AUTOTUNE)
     train = train.map(lambda batch: (batch["image"], batch["label"]))
 
-    policy = keras.config.dtype_policy()
-    if mixed_precision:
-        keras.config.set_dtype_policy("mixed_float16")
-    try:
+    with precision(mixed_precision):
         model = _build(backbone, len(config["classes"]), weights, channels, size, dropout)
-    finally:
-        keras.config.set_dtype_policy(policy)
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=lr, momentum=momentum,
                                        weight_decay=weight_decay or None),
@@ -336,8 +300,8 @@ def finetune(
         checkpoint = keras.callbacks.ModelCheckpoint(os.path.join(model_dir, MODEL))
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda epoch: lr * lr_decay ** epoch),
-        _EpochTimer(),
-        *_tensorboard(os.path.join(model_dir, LOGS), log),
+        EpochTimer(steps * batch_size, "images"),
+        tensorboard(model_dir),
         keras.callbacks.CSVLogger(os.path.join(model_dir, HISTORY), append=True),
         checkpoint,
         # Last, so an epoch is marked done only after it is logged and checkpointed.

@@ -47,7 +47,6 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
 from avd_tf import terminal, visualize
 from avd_tf.inputs import avd_dataset, class_names, clip_dataset, list_shards, num_videos
@@ -60,15 +59,27 @@ from avd_tf.models.presets import (
     stream_overrides,
 )
 from avd_tf.records.shards import write_json_atomically
-from avd_tf.run_dir import BACKUP, CONFIG, HISTORY, METRICS, open_run, read_history, start_run
+from avd_tf.run_dir import (
+    BACKUP,
+    CONFIG,
+    HISTORY,
+    LOGS,
+    METRICS,
+    PRECISIONS,
+    EpochTimer,
+    fits_in_memory,
+    open_run,
+    precision,
+    read_history,
+    start_run,
+    tensorboard,
+)
 
 MODEL = "avd.keras"
 ENCODER = "encoder.keras"
-LOGS = "logs"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_PATTERN = "epoch-{epoch:03d}.weights.h5"
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
-PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
 # The last epoch's figures metrics.json reports at its top level.
 FINAL_KEYS = (
     "rec_loss",
@@ -86,9 +97,6 @@ FINAL_KEYS = (
     "val_scene_psnr",  # RGB only
 )
 LOSS_KEYS = ("rec_loss", "gen_loss", "ed_loss", "teacher_loss")
-# Below this many bytes of shards the parsed (still encoded) videos stay in
-# memory: the demo and HMDB51-sized data fit, Kinetics would not.
-CACHE_LIMIT_BYTES = 1 << 30
 SUMMARY_GAP = 2
 
 
@@ -185,58 +193,6 @@ class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
             )
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Adds train_seconds, clips_per_second (training only) and epoch_seconds to the epoch logs."""
-
-    def __init__(self, clips_per_epoch: int):
-        super().__init__()
-        self.clips_per_epoch = clips_per_epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-        self._train_seconds = None
-
-    def on_test_begin(self, logs=None):
-        if self._train_seconds is None:
-            self._train_seconds = time.perf_counter() - self._start
-
-    def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        train = self._train_seconds if self._train_seconds is not None else now - self._start
-        if logs is not None:
-            logs["train_seconds"] = train
-            logs["clips_per_second"] = self.clips_per_epoch / train
-            logs["epoch_seconds"] = now - self._start
-
-
-def _summary_metadata(plugin: str) -> summary_pb2.SummaryMetadata:
-    return summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin)
-    )
-
-
-def write_scalar(tag: str, value: float, step: int) -> None:
-    """A TensorBoard scalar, written with tf.summary.write in the scalars plugin's format.
-
-    `tf.summary.scalar` needs the tensorboard package, which is not a
-    dependency of avd-tf; the plugin format is just a float32 tensor.
-    """
-    tf.summary.write(tag, tf.constant(value, tf.float32), step=step,
-                     metadata=_summary_metadata("scalars"))
-
-
-def write_images(tag: str, images: np.ndarray, step: int) -> None:
-    """TensorBoard images (uint8 (N, H, W, 3)) in the images plugin's format.
-
-    As `tf.summary.image` writes them (without needing tensorboard): a
-    string tensor [width, height, png_1, ..., png_N].
-    """
-    height, width = images.shape[1:3]
-    pngs = [tf.io.encode_png(image) for image in tf.constant(images)]
-    tensor = tf.stack([tf.constant(str(width)), tf.constant(str(height)), *pngs])
-    tf.summary.write(tag, tensor, step=step, metadata=_summary_metadata("images"))
-
-
 def middle_frame_pictures(clips: np.ndarray, stream: str) -> np.ndarray:
     """uint8 RGB pictures of the middle frames of float clips (B, T, S, S, C) in [-1, 1]."""
     middle = clips[:, clips.shape[1] // 2]
@@ -246,12 +202,11 @@ def middle_frame_pictures(clips: np.ndarray, stream: str) -> np.ndarray:
 
 
 class DistilledImageSummary(keras.callbacks.Callback):
-    """TensorBoard logs after each epoch: the epoch's scalars and E's images of fixed test clips.
+    """TensorBoard image summary "distilled" in `log_dir/train` after each epoch.
 
-    Scalars go to `log_dir/train` and `log_dir/validation` (the "val_"
-    ones, prefix dropped) as "epoch_<name>", as Keras' TensorBoard callback
-    lays them out. The image summary "distilled" (in `log_dir/train`) shows,
-    per clip, its middle frame (flow colour coded) and E's image side by side.
+    Per clip of a fixed batch of test clips: its middle frame (flow colour
+    coded) and E's image side by side. The epoch's scalars are Keras'
+    TensorBoard callback's (`avd_tf.run_dir.tensorboard`).
     """
 
     def __init__(self, log_dir: str, clips: np.ndarray, stream: str):
@@ -259,38 +214,25 @@ class DistilledImageSummary(keras.callbacks.Callback):
         self.log_dir = log_dir
         self.clips = clips
         self.frames = middle_frame_pictures(clips, stream)
-        self._writers = {}
-
-    def _writer(self, name: str):
-        if name not in self._writers:
-            self._writers[name] = tf.summary.create_file_writer(os.path.join(self.log_dir, name))
-        return self._writers[name]
+        self._writer = None
 
     def on_epoch_end(self, epoch, logs=None):
-        step = epoch + 1
-        for key, value in (logs or {}).items():
-            name = "validation" if key.startswith("val_") else "train"
-            with self._writer(name).as_default():
-                write_scalar(f"epoch_{key.removeprefix('val_')}", float(value), step)
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "train"))
         # A direct call, not predict_on_batch: under a strategy that would split
         # (and pad) the small batch over the replicas.
         distilled = visualize.signed_to_uint8(np.asarray(self.model(self.clips, training=False)))
         gap = np.full(self.frames.shape[:2] + (SUMMARY_GAP, 3), 255, np.uint8)
         pairs = np.concatenate([self.frames, gap, distilled], axis=2)
-        with self._writer("train").as_default():
-            write_images("distilled", pairs, step)
-        for writer in self._writers.values():
-            writer.flush()
+        with self._writer.as_default():
+            # Step = 0-based epoch, as Keras' TensorBoard callback logs the scalars.
+            tf.summary.image("distilled", pairs, step=epoch, max_outputs=len(pairs))
+        self._writer.flush()
 
     def on_train_end(self, logs=None):
-        for writer in self._writers.values():
-            writer.close()
-        self._writers = {}
-
-
-def _shard_bytes(data_dir: str) -> int:
-    return sum(os.path.getsize(path) for split in ("train", "test")
-               for path in list_shards(data_dir, split))
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def _summary_clips(data_dir, stream, config, count) -> np.ndarray:
@@ -458,7 +400,7 @@ def train_avd(
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    cache = _shard_bytes(data_dir) <= CACHE_LIMIT_BYTES
+    cache = fits_in_memory(list_shards(data_dir, "train") + list_shards(data_dir, "test"))
     inputs = dict(stream=stream, num_frames=config.num_frames, size=config.image_size,
                   batch_size=config.batch_size, seed=seed, cache=cache, flip=flip)
     train = _restarting(lambda: avd_dataset(data_dir, "train", training=True, **inputs))
@@ -473,22 +415,17 @@ def train_avd(
     train, test = train.with_options(sharding), test.with_options(sharding)
     summary = _summary_clips(data_dir, stream, config, min(summary_clips, test_videos))
 
-    policy = keras.config.dtype_policy()
-    if mixed_precision != "none":
-        keras.config.set_dtype_policy(mixed_precision)
-    try:
-        with strategy.scope():
-            model = compile_avd(build_avd(config, stream), config, jit_compile=jit_compile,
-                                total_steps=epochs * steps)
-    finally:
-        keras.config.set_dtype_policy(policy)
+    with precision(mixed_precision), strategy.scope():
+        model = compile_avd(build_avd(config, stream), config, jit_compile=jit_compile,
+                            total_steps=epochs * steps)
     write_json_atomically(os.path.join(out_dir, CONFIG), run_config)
 
     hint = (f"Try a lower learning rate (ed_lr={config.ed_lr:g}, t_lr={config.t_lr:g}; flags "
             f"--ed_lr, --t_lr) or another lam (lam={config.lam_for(stream):g}, --lam) in a new model_dir.")
     callbacks = [
-        EpochTimer(steps * config.batch_size),
+        EpochTimer(steps * config.batch_size, "clips"),
         StopOnNonFiniteLoss(hint),
+        tensorboard(out_dir),
         DistilledImageSummary(os.path.join(out_dir, LOGS), summary, stream),
         keras.callbacks.CSVLogger(os.path.join(out_dir, HISTORY), append=True),
         keras.callbacks.ModelCheckpoint(
@@ -527,18 +464,14 @@ __all__ = [
     "CONFIG",
     "DistilledImageSummary",
     "ENCODER",
-    "EpochTimer",
     "FINAL_KEYS",
     "HISTORY",
     "METRICS",
     "MODEL",
-    "PRECISIONS",
     "STRATEGIES",
     "StopOnNonFiniteLoss",
     "TrainingDivergedError",
     "make_strategy",
     "train_avd",
     "validation_dataset",
-    "write_images",
-    "write_scalar",
 ]
