@@ -197,7 +197,7 @@ def test_bad_inputs_are_refused(rgb_model_dir, tmp_path):
         distill.load_encoder(str(tmp_path / "missing"))
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="broken.keras: cannot load"):
+    with pytest.raises(ValueError, match="broken.keras: not a Keras model file"):
         distill.load_encoder(str(broken))
 
 
