@@ -12,7 +12,11 @@ import pytest
 import tensorflow as tf
 
 from avd_tf.records import schema
-from conftest import textured_frames, write_video
+from avd_tf.records.prepare import SHARD_ORDER_SEED, shard_order
+from avd_tf.datasets import load_dataset
+from conftest import SHARED_DATA, needs_real, textured_frames, write_video
+
+UCF_SPLITS = SHARED_DATA / "ucf101_splits"
 
 
 def run_prepare(*args, check=True):
@@ -53,9 +57,13 @@ def test_prepare_writes_shards_flow_and_manifest(ucf_like, tmp_path):
     assert manifest["failures"] == []
 
     train = records(out, "train")
-    assert [r[schema.LABEL_INDEX].numpy() for r in train] == [0, 0, 0, 1, 1, 1]
-    first = train[0]
-    assert first[schema.VIDEO_ID].numpy() == b"v_MoveLeft_g01_c01"
+    # Shards hold the split's videos in `shard_order`, not class by class.
+    ids = [r[schema.VIDEO_ID].numpy().decode() for r in train]
+    listed = [f"v_{c}_g{g:02d}_c01" for c in ("MoveLeft", "MoveRight") for g in (1, 2, 3)]
+    assert ids == shard_order(listed, SHARD_ORDER_SEED) != listed
+    assert [v["id"] for v in manifest["videos"]["train"]] == ids
+    assert [r[schema.LABEL_INDEX].numpy() for r in train] == [int("Right" in i) for i in ids]
+    first = train[ids.index("v_MoveLeft_g01_c01")]
     frame = tf.io.decode_jpeg(first[schema.IMAGE][0]).numpy()
     assert frame.shape == (32, 38, 3)  # 40x48 with the short side resized to 32
     # MoveLeft translates by -2 px per frame at 48 px wide: about -1.6 px at 38 px.
@@ -173,3 +181,25 @@ def test_changed_settings_are_refused(ucf_like, tmp_path):
     run_prepare(*ucf_args(ucf_like, out, "--size", 24, "--flow", "none"))
     result = run_prepare(*ucf_args(ucf_like, out, "--size", 32, "--flow", "none"), check=False)
     assert result.returncode != 0 and "other settings" in result.stderr
+
+
+@needs_real
+def test_shards_of_a_class_sorted_split_hold_as_many_classes_as_random_draws():
+    """UCF101's trainlist01 is sorted by class: cut as listed, a shard (and a
+    1000-image stream shard) holds one or two classes; in `shard_order` it
+    holds about as many as a random draw of that many videos would."""
+    from avd_tf.records.shards import plan
+
+    labels = [e.label for e in load_dataset("ucf101", split_dir=UCF_SPLITS).splits["train"]]
+    classes = len(set(labels))
+
+    def mean_classes(order, size):
+        return np.mean([len({order[i] for i in r}) for r in plan(len(order), size)])
+
+    for size in (10, 1000):
+        iid = classes * (1 - (1 - 1 / classes) ** size)  # expected distinct classes
+        as_listed = mean_classes(labels, size)
+        shuffled = mean_classes(shard_order(labels, SHARD_ORDER_SEED), size)
+        assert as_listed < 0.25 * iid and shuffled > 0.95 * iid, (size, as_listed, shuffled, iid)
+    assert shard_order(labels, None) == labels
+    assert sorted(shard_order(labels, 1)) == sorted(labels) != shard_order(labels, 1)

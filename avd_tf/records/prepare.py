@@ -12,6 +12,8 @@ import os
 import time
 from typing import Callable, Iterable
 
+import numpy as np
+
 from avd_tf import terminal
 from avd_tf.datasets import DatasetSplits, resolve_path
 from avd_tf.datasets import flip_labels
@@ -20,6 +22,9 @@ from avd_tf.records.convert import ConvertOptions, Task, VideoResult, convert_ta
 
 MANIFEST = "manifest.json"
 SETTINGS = "settings.json"
+# settings.json key of the seed of the shards' video order (`shard_order`).
+SHARD_ORDER = "shard_order_seed"
+SHARD_ORDER_SEED = 0
 SHARD_FILES = "shard_files"
 
 
@@ -44,11 +49,32 @@ def _failure(split: str, result: VideoResult) -> dict:
     return {"split": split, "id": result.entry.video_id, "path": result.path, "reason": result.failure}
 
 
+def shard_order(entries: list, seed: int | None) -> list:
+    """`entries` in the seeded random order shards are cut from (as given when `seed` is None).
+
+    Split files list videos class by class (UCF101's trainlist01.txt is
+    sorted by class, HMDB51's and folder datasets are read class by class):
+    shards cut from that order hold a few classes each, and tf.data's
+    shuffle buffer over a few interleaved shards then fills batches from a
+    few classes. A permutation spreads every class over every shard.
+    """
+    if seed is None:
+        return list(entries)
+    return [entries[i] for i in np.random.default_rng(seed).permutation(len(entries))]
+
+
+def _previous_settings(output_dir: str) -> dict | None:
+    path = os.path.join(output_dir, shards.PROGRESS_DIR, SETTINGS)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def _check_settings(output_dir: str, settings: dict) -> None:
     path = os.path.join(output_dir, shards.PROGRESS_DIR, SETTINGS)
-    if os.path.exists(path):
-        with open(path) as f:
-            previous = json.load(f)
+    previous = _previous_settings(output_dir)
+    if previous is not None:
         if previous != settings:
             changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
             hint = ""
@@ -156,8 +182,8 @@ def plan_run(
     Refuses a folder prepared with other settings, deletes partial files a
     killed run left and complete shards that no longer match their recorded
     size and sha256, and returns the settings, the shard plan (shard name ->
-    (split, entries), in split-file order) and the names of the shards that
-    are not complete yet.
+    (split, entries), each split in a seeded random order: `shard_order`)
+    and the names of the shards that are not complete yet.
     """
     os.makedirs(os.path.join(output_dir, shards.PROGRESS_DIR), exist_ok=True)
     settings = {
@@ -171,6 +197,10 @@ def plan_run(
         # Only when given: folders prepared before the key existed still resume.
         settings[flip_labels.KEY] = flip_labels.to_json(flip_labels.check_flip_label_map(
             flip_label_map, dataset.classes, flip_labels.KEY))
+    previous = _previous_settings(output_dir)
+    # A folder prepared before shards were shuffled resumes in its own order.
+    if previous is None or SHARD_ORDER in previous:
+        settings[SHARD_ORDER] = SHARD_ORDER_SEED
     _check_settings(output_dir, settings)
     stale = shards.remove_stale(output_dir)
     if stale:
@@ -178,6 +208,7 @@ def plan_run(
 
     plan = {}
     for split, entries in dataset.splits.items():
+        entries = shard_order(entries, settings.get(SHARD_ORDER))
         ranges = shards.plan(len(entries), videos_per_shard)
         for i, r in enumerate(ranges):
             plan[shards.shard_name(split, i, len(ranges))] = (split, [entries[j] for j in r])
