@@ -183,6 +183,32 @@ def test_changed_settings_are_refused(ucf_like, tmp_path):
     assert result.returncode != 0 and "other settings" in result.stderr
 
 
+def test_flow_algorithm_is_recorded_and_never_mixed_on_resume(ucf_like, tmp_path):
+    from avd_tf.records.shards import PROGRESS_DIR
+    from avd_tf.video import flow
+
+    out = tmp_path / "p"
+    run_prepare(*ucf_args(ucf_like, out, "--size", 24, "--videos_per_shard", 2))
+    path = out / PROGRESS_DIR / "settings.json"
+    settings = json.loads(path.read_text())
+    algorithm = settings["flow_algorithm"]
+    device = "cuda" if flow.cuda_available() else "cpu"
+    assert algorithm == flow.algorithm("auto") and algorithm["device"] == device
+    assert algorithm["iterations"] == 300 and algorithm["opencv"] == cv2.__version__
+    # The same folder as a machine whose "auto" resolves to the other device
+    # left it, one shard short: the resume here refuses instead of mixing.
+    other = "cpu" if device == "cuda" else "cuda"
+    path.write_text(json.dumps({**settings, "flow_algorithm": {**algorithm, "device": other}}))
+    os.remove(next(out.glob("train-*.tfrecord")))
+    result = run_prepare(*ucf_args(ucf_like, out, "--size", 24, "--videos_per_shard", 2),
+                         check=False)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "flow_algorithm" in last and "other settings" in last
+    with pytest.raises(ValueError, match="unknown flow device"):
+        flow.resolve_device("gpu")
+
+
 @needs_real
 def test_shards_of_a_class_sorted_split_hold_as_many_classes_as_random_draws():
     """UCF101's trainlist01 is sorted by class: cut as listed, a shard (and a

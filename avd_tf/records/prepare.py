@@ -15,17 +15,22 @@ from typing import Callable, Iterable
 import numpy as np
 
 from avd_tf import terminal
+from avd_tf.files import TMP_SUFFIX, write_json_atomically
 from avd_tf.datasets import DatasetSplits, resolve_path
 from avd_tf.datasets import flip_labels
 from avd_tf.records import schema, shards, workers as worker_pool
 from avd_tf.records.convert import ConvertOptions, Task, VideoResult, convert_task, init_worker
+from avd_tf.records.layout import MANIFEST, PROGRESS_DIR, SETTINGS, SHARD_FILES, shard_name
+from avd_tf.video import flow
 
-MANIFEST = "manifest.json"
-SETTINGS = "settings.json"
 # settings.json key of the seed of the shards' video order (`shard_order`).
 SHARD_ORDER = "shard_order_seed"
 SHARD_ORDER_SEED = 0
-SHARD_FILES = "shard_files"
+# settings.json key of the flow algorithm (`avd_tf.video.flow.algorithm`):
+# a resumed run whose "auto" device resolves otherwise is refused.
+FLOW_ALGORITHM = "flow_algorithm"
+# One CUDA context per worker: more than this many share one GPU badly.
+CUDA_WORKERS = 2
 
 
 class PrepareError(Exception):
@@ -64,7 +69,7 @@ def shard_order(entries: list, seed: int | None) -> list:
 
 
 def _previous_settings(output_dir: str) -> dict | None:
-    path = os.path.join(output_dir, shards.PROGRESS_DIR, SETTINGS)
+    path = os.path.join(output_dir, PROGRESS_DIR, SETTINGS)
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -72,7 +77,7 @@ def _previous_settings(output_dir: str) -> dict | None:
 
 
 def _check_settings(output_dir: str, settings: dict) -> None:
-    path = os.path.join(output_dir, shards.PROGRESS_DIR, SETTINGS)
+    path = os.path.join(output_dir, PROGRESS_DIR, SETTINGS)
     previous = _previous_settings(output_dir)
     if previous is not None:
         if previous != settings:
@@ -85,7 +90,7 @@ def _check_settings(output_dir: str, settings: dict) -> None:
                 f"differ): use a new --output_dir, or delete this one to start over{hint}"
             )
     else:
-        shards.write_json_atomically(path, settings)
+        write_json_atomically(path, settings)
 
 
 def _results(tasks: list[Task], options: ConvertOptions, workers: int,
@@ -127,6 +132,10 @@ def prepare(
     )
     total = sum(len(v[1]) for v in plan.values())
     remaining = sum(len(plan[name][1]) for name in todo)
+    if settings.get(FLOW_ALGORITHM, {}).get("device") == "cuda" and workers > CUDA_WORKERS:
+        log(f"TV-L1 runs on CUDA: {CUDA_WORKERS} workers instead of {workers} "
+            "(each opens its own CUDA context)")
+        workers = CUDA_WORKERS
 
     tasks = [
         Task(plan[name][0], name, entry, resolve_path(video_dir, entry))
@@ -185,7 +194,7 @@ def plan_run(
     (split, entries), each split in a seeded random order: `shard_order`)
     and the names of the shards that are not complete yet.
     """
-    os.makedirs(os.path.join(output_dir, shards.PROGRESS_DIR), exist_ok=True)
+    os.makedirs(os.path.join(output_dir, PROGRESS_DIR), exist_ok=True)
     settings = {
         "dataset": dataset_name,
         "options": dataclasses.asdict(options),
@@ -198,9 +207,12 @@ def plan_run(
         settings[flip_labels.KEY] = flip_labels.to_json(flip_labels.check_flip_label_map(
             flip_label_map, dataset.classes, flip_labels.KEY))
     previous = _previous_settings(output_dir)
-    # A folder prepared before shards were shuffled resumes in its own order.
+    # A folder prepared before shards were shuffled (or flow recorded)
+    # resumes as it was prepared.
     if previous is None or SHARD_ORDER in previous:
         settings[SHARD_ORDER] = SHARD_ORDER_SEED
+    if options.flow == "tvl1" and (previous is None or FLOW_ALGORITHM in previous):
+        settings[FLOW_ALGORITHM] = flow.algorithm(options.flow_device)
     _check_settings(output_dir, settings)
     stale = shards.remove_stale(output_dir)
     if stale:
@@ -211,7 +223,7 @@ def plan_run(
         entries = shard_order(entries, settings.get(SHARD_ORDER))
         ranges = shards.plan(len(entries), videos_per_shard)
         for i, r in enumerate(ranges):
-            plan[shards.shard_name(split, i, len(ranges))] = (split, [entries[j] for j in r])
+            plan[shard_name(split, i, len(ranges))] = (split, [entries[j] for j in r])
     todo = []
     for name in plan:
         if shards.is_complete(output_dir, name):
@@ -243,14 +255,14 @@ def add_result(summary: dict, split: str, result: VideoResult) -> bytes | None:
 def write_manifest(output_dir: str, plan: dict, settings: dict) -> dict:
     """Builds manifest.json from the shard summaries, writes it, and returns it."""
     manifest = build_manifest(output_dir, plan, settings)
-    shards.write_json_atomically(os.path.join(output_dir, MANIFEST), manifest)
+    write_json_atomically(os.path.join(output_dir, MANIFEST), manifest)
     return manifest
 
 
 def _open(output_dir: str, name: str):
     import tensorflow as tf
 
-    return tf.io.TFRecordWriter(os.path.join(output_dir, name + shards.TMP_SUFFIX))
+    return tf.io.TFRecordWriter(os.path.join(output_dir, name + TMP_SUFFIX))
 
 
 def _publish(output_dir: str, name: str, writer, summary: dict) -> None:

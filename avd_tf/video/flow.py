@@ -25,31 +25,69 @@ def cuda_available() -> bool:
         return False
 
 
+def resolve_device(device: str) -> str:
+    """"cpu" or "cuda": where TV-L1 runs for `device` ("auto": CUDA when this OpenCV has it)."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown flow device {device!r}; expected one of {DEVICES}")
+    if device == "cuda" and not cuda_available():
+        raise RuntimeError(
+            "flow device 'cuda' requested but this OpenCV build has no CUDA TV-L1 "
+            "(opencv-contrib-python wheels are CPU-only; build OpenCV with CUDA)"
+        )
+    return "cuda" if device == "cuda" or (device == "auto" and cuda_available()) else "cpu"
+
+
+def _cpu_tvl1():
+    if not hasattr(cv2, "optflow"):
+        raise RuntimeError(
+            "cv2.optflow is missing: install opencv-contrib-python-headless, "
+            "not opencv-python (they cannot be installed together)"
+        )
+    return cv2.optflow.DualTVL1OpticalFlow_create()
+
+
+def algorithm(device: str) -> dict:
+    """What computes the flow on `device`: the resolved device, OpenCV's version and TV-L1's parameters.
+
+    Recorded with prepared data, so a resumed or split preparation cannot
+    mix two flow algorithms unnoticed.
+    """
+    resolved = resolve_device(device)
+    cpu = _cpu_tvl1()
+    parameters = {"tau": cpu.getTau(), "lambda": cpu.getLambda(), "theta": cpu.getTheta(),
+                  "scales": cpu.getScalesNumber(), "warps": cpu.getWarpingsNumber(),
+                  "epsilon": cpu.getEpsilon(), "scale_step": cpu.getScaleStep(),
+                  "iterations": cpu.getInnerIterations() * cpu.getOuterIterations(),
+                  # OpenCV's CUDA TV-L1 has no median filtering of the flow.
+                  "median_filtering": cpu.getMedianFiltering() if resolved == "cpu" else 0}
+    return {"device": resolved, "opencv": cv2.__version__,
+            **{key: round(float(value), 6) for key, value in parameters.items()}}
+
+
 class TVL1:
     """Reusable TV-L1 estimator; `calc(prev, next)` returns float32[H, W, 2] (dx, dy).
 
-    OpenCV's default parameters are kept (tau 0.25, lambda 0.15, theta 0.3,
-    5 scales, 5 warps), as the field's extraction tools do.
+    OpenCV's default parameters of the CPU Dual TV-L1 are kept (tau 0.25,
+    lambda 0.15, theta 0.3, 5 scales, 5 warps, 10 x 30 iterations, median
+    filter 5), as the field's extraction tools do. The CUDA estimator gets
+    the same values (its own defaults differ); it cannot median-filter
+    (`algorithm` records that).
     """
 
     def __init__(self, device: str = "auto"):
-        if device not in DEVICES:
-            raise ValueError(f"unknown flow device {device!r}; expected one of {DEVICES}")
-        if device == "cuda" and not cuda_available():
-            raise RuntimeError(
-                "flow device 'cuda' requested but this OpenCV build has no CUDA TV-L1 "
-                "(opencv-contrib-python wheels are CPU-only; build OpenCV with CUDA)"
-            )
-        self.device = "cuda" if device == "cuda" or (device == "auto" and cuda_available()) else "cpu"
+        self.device = resolve_device(device)
+        cpu = _cpu_tvl1() if self.device == "cpu" or hasattr(cv2, "optflow") else None
         if self.device == "cuda":
-            self._impl = cv2.cuda.OpticalFlowDual_TVL1_create()
+            if cpu is None:
+                self._impl = cv2.cuda.OpticalFlowDual_TVL1_create()
+            else:
+                self._impl = cv2.cuda.OpticalFlowDual_TVL1_create(
+                    cpu.getTau(), cpu.getLambda(), cpu.getTheta(), cpu.getScalesNumber(),
+                    cpu.getWarpingsNumber(), cpu.getEpsilon(),
+                    cpu.getInnerIterations() * cpu.getOuterIterations(), cpu.getScaleStep(),
+                    cpu.getGamma())
         else:
-            if not hasattr(cv2, "optflow"):
-                raise RuntimeError(
-                    "cv2.optflow is missing: install opencv-contrib-python-headless, "
-                    "not opencv-python (they cannot be installed together)"
-                )
-            self._impl = cv2.optflow.DualTVL1OpticalFlow_create()
+            self._impl = cpu
 
     def calc(self, prev_gray: np.ndarray, next_gray: np.ndarray) -> np.ndarray:
         if self.device == "cuda":
