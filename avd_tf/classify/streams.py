@@ -557,7 +557,7 @@ def stream_dataset(
     if training:
         paths = paths.shuffle(len(files), seed=_sub_seed(seed, 0), reshuffle_each_iteration=True)
     ds = paths.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), MAX_CYCLE_LENGTH),
-                          num_parallel_calls=AUTOTUNE, deterministic=True)
+                          num_parallel_calls=AUTOTUNE)
     ds = ds.map(lambda record: images.parse(record, mirror=stored_mirror),
                 num_parallel_calls=AUTOTUNE)
     if cache:

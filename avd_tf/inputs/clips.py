@@ -57,7 +57,6 @@ def _records(files: list[str], shuffle_seed: int | None, shuffle: bool) -> tf.da
         lambda path: tf.data.TFRecordDataset(path).map(lambda record: (path, record)),
         cycle_length=min(len(files), MAX_CYCLE_LENGTH),
         num_parallel_calls=AUTOTUNE,
-        deterministic=True,
     )
 
 
