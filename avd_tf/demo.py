@@ -22,8 +22,9 @@ from typing import Callable
 import numpy as np
 
 from avd_tf.bench.machine import cpu_model
+from avd_tf.files import write_json_atomically, write_text_atomically
+from avd_tf.layout import MANIFEST
 from avd_tf.readme_section import replace_section_with_image
-from avd_tf.records.shards import write_json_atomically, write_text_atomically
 
 STREAMS = ("frame", "mean", "dynamic", "avd_rgb", "flow", "avd_flow")
 # The paper's Table 1 fusions, plus RGB+OF (the classic two-stream pair).
@@ -121,7 +122,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
     finish("videos", t, reused)
 
     t = _stage(log, 2, total, "avd-prepare: JPEG frames + TV-L1 flow -> TFRecords")
-    reused = os.path.exists(os.path.join(data_dir, "manifest.json"))
+    reused = os.path.exists(os.path.join(data_dir, MANIFEST))
     if reused:
         log(f"reusing {data_dir}")
     else:
@@ -259,7 +260,9 @@ AVD_FIGURES = ("val_psnr", "val_still_psnr", "val_motion_gain_db", "val_motion_r
 
 def aggregate_avd(model_dirs: list[str]) -> dict:
     """AVD_FIGURES over the runs in `model_dirs`: {name: {"mean", "std", "runs"}}."""
-    metrics = [json.load(open(os.path.join(path, "metrics.json"))) for path in model_dirs]
+    from avd_tf.run_dir import METRICS
+
+    metrics = [json.load(open(os.path.join(path, METRICS))) for path in model_dirs]
     out = {}
     for key in AVD_FIGURES:
         values = [m[key] for m in metrics if m.get(key) is not None]
@@ -282,6 +285,7 @@ def write_figures(output_dir: str, data_dir: str, avd_dirs: dict, s: DemoSetting
     from avd_tf.classify.dynamic_images import dynamic_image, to_uint8
     from avd_tf.inputs import class_names, clip_dataset
     from avd_tf.models.distill import distill, encoder_spec, load_encoder
+    from avd_tf.run_dir import METRICS
 
     figures = []
     classes = class_names(data_dir)
@@ -324,7 +328,7 @@ def write_figures(output_dir: str, data_dir: str, avd_dirs: dict, s: DemoSetting
     if avd_dirs:
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
         for stream, path in avd_dirs.items():
-            history = json.load(open(os.path.join(path, "metrics.json")))["history"]
+            history = json.load(open(os.path.join(path, METRICS)))["history"]
             epochs = list(range(1, len(history) + 1))
             axes[0].plot(epochs, [h["rec_loss"] for h in history], label=f"{stream} train")
             axes[0].plot(epochs, [h["val_rec_loss"] for h in history], "--", label=f"{stream} test")

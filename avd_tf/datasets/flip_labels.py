@@ -19,7 +19,8 @@ import json
 import os
 from typing import Sequence
 
-MANIFEST = "manifest.json"
+from avd_tf.layout import MANIFEST
+
 KEY = "flip_label_map"
 
 

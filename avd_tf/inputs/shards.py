@@ -1,8 +1,8 @@
 """Finding the complete shards of a prepared split and reading its manifest.
 
 The preparation program (`avd-prepare`) writes each shard under a temporary
-name and renames it to `{split}-{i:05d}-of-{n:05d}.tfrecord` only when it is
-complete, so a name that matches this pattern exactly is a complete shard and
+name and renames it to its shard name (`avd_tf.layout`) only when it is
+complete, so a name that `parse_shard_name` accepts is a complete shard and
 anything else (`*.tmp`, `*.tmp.*`) is a shard still being written.
 
 A shard damaged after it was written (truncated, bits flipped) makes
@@ -20,16 +20,11 @@ import re
 import tensorflow as tf
 from absl import logging
 
-MANIFEST = "manifest.json"
-SHARD_FILES = "shard_files"
+from avd_tf.layout import MANIFEST, SHARD_FILES, SHARD_SUFFIX, parse_shard_name, shard_glob
 
 
 class DamagedShardError(OSError):
     """A shard that does not match its manifest record or fails to read."""
-
-
-def _shard_pattern(split: str) -> re.Pattern:
-    return re.compile(rf"{re.escape(split)}-(\d+)-of-(\d+)\.tfrecord")
 
 
 def list_shards(data_dir: str, split: str) -> list[str]:
@@ -44,16 +39,15 @@ def list_shards(data_dir: str, split: str) -> list[str]:
         raise FileNotFoundError(
             f"{data_dir}: no such folder (expected TFRecord shards made by avd-prepare)"
         )
-    pattern = _shard_pattern(split)
     found = {}
-    for path in tf.io.gfile.glob(os.path.join(data_dir, f"{split}-*-of-*.tfrecord")):
-        match = pattern.fullmatch(os.path.basename(path))
-        if match:
-            found[path] = int(match.group(2))
+    for path in tf.io.gfile.glob(os.path.join(data_dir, shard_glob(split))):
+        parsed = parse_shard_name(os.path.basename(path), split)
+        if parsed:
+            found[path] = parsed[1]
     if not found:
         raise FileNotFoundError(
             f"{data_dir}: no complete shards for split '{split}' "
-            f"({split}-*-of-*.tfrecord); avd-prepare makes them"
+            f"({shard_glob(split)}); avd-prepare makes them"
         )
     announced = max(found.values())
     if len(found) < announced:
@@ -156,10 +150,10 @@ def _reason(error: tf.errors.OpError) -> str:
 
 
 def find_unreadable(folder: str) -> tuple[str, str] | None:
-    """(path, reason) of the first `*.tfrecord` in or under `folder` whose records fail to read."""
+    """(path, reason) of the first TFRecord file in or under `folder` whose records fail to read."""
     paths = []
     for root, _, names in tf.io.gfile.walk(folder):
-        paths += sorted(os.path.join(root, name) for name in names if name.endswith(".tfrecord"))
+        paths += sorted(os.path.join(root, name) for name in names if name.endswith(SHARD_SUFFIX))
     for path in paths:
         try:
             for _ in tf.data.TFRecordDataset(path):

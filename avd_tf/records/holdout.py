@@ -21,10 +21,12 @@ from typing import Callable
 
 import tensorflow as tf
 
+from avd_tf.files import TMP_SUFFIX, write_json_atomically
 from avd_tf.inputs import holdout
 from avd_tf.inputs.shards import list_shards, read_manifest
+from avd_tf.layout import MANIFEST, PROGRESS_DIR, shard_glob, shard_name
 from avd_tf.records import schema, shards
-from avd_tf.records.prepare import MANIFEST, build_manifest
+from avd_tf.records.prepare import build_manifest
 
 HOLDOUT_KEY = "holdout"
 SPLITS = ("train", "test")
@@ -96,10 +98,10 @@ def holdout_folder(data_dir: str, output_dir: str, *, fraction: float = 0.2, see
         return finished
 
     os.makedirs(output_dir, exist_ok=True)
-    for path in glob.glob(os.path.join(output_dir, "*-*-of-*.tfrecord*")):
+    for path in glob.glob(os.path.join(output_dir, shard_glob() + "*")):
         os.remove(path)
-    shutil.rmtree(os.path.join(output_dir, shards.PROGRESS_DIR), ignore_errors=True)
-    os.makedirs(os.path.join(output_dir, shards.PROGRESS_DIR))
+    shutil.rmtree(os.path.join(output_dir, PROGRESS_DIR), ignore_errors=True)
+    os.makedirs(os.path.join(output_dir, PROGRESS_DIR))
 
     test_ids = set(split.val_ids)
     sides = {side: [e for e in entries if (e["id"] in test_ids) == (side == "test")]
@@ -108,7 +110,7 @@ def holdout_folder(data_dir: str, output_dir: str, *, fraction: float = 0.2, see
     for side, videos in sides.items():
         ranges = shards.plan(len(videos), videos_per_shard)
         for i, indices in enumerate(ranges):
-            name = shards.shard_name(side, i, len(ranges))
+            name = shard_name(side, i, len(ranges))
             plan[name] = (side, [videos[j] for j in indices])
             shard_of.update({videos[j]["id"]: name for j in indices})
     writers, left = {}, {name: len(members) for name, (_, members) in plan.items()}
@@ -121,7 +123,7 @@ def holdout_folder(data_dir: str, output_dir: str, *, fraction: float = 0.2, see
             del shard_of[video_id.decode("utf-8")]
             if name not in writers:
                 writers[name] = tf.io.TFRecordWriter(
-                    os.path.join(output_dir, name + shards.TMP_SUFFIX))
+                    os.path.join(output_dir, name + TMP_SUFFIX))
             writers[name].write(serialized)
             left[name] -= 1
             if not left[name]:
@@ -142,7 +144,7 @@ def holdout_folder(data_dir: str, output_dir: str, *, fraction: float = 0.2, see
     for key, value in source.items():
         manifest.setdefault(key, value)
     manifest[HOLDOUT_KEY] = record
-    shards.write_json_atomically(os.path.join(output_dir, MANIFEST), manifest)
+    write_json_atomically(os.path.join(output_dir, MANIFEST), manifest)
     log(f"holdout: {record['test_videos']} of {len(entries)} training videos "
         f"({len(split.val_groups)} of {split.groups} groups) held out as the test split of "
         f"{output_dir}")

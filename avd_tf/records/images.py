@@ -6,7 +6,7 @@ flow: grey + alpha) with the label and the clip they came from, so
 video-level scores can average over a video's clips. PNG because it is
 lossless (a distilled image is E's output, not a photograph to recompress)
 and smaller than raw pixels for every stream but noise (`encoded_size`).
-Shards are `{split}-{i:05d}-of-{n:05d}.tfrecord`.
+Shards are named as prepared data's are (`avd_tf.layout`).
 
 A record may also hold a "mirror" image of the same shape: the image the
 mirrored video gives, for streams where that is not the mirrored image
@@ -19,6 +19,9 @@ import os
 
 import numpy as np
 import tensorflow as tf
+
+from avd_tf.files import TMP_SUFFIX
+from avd_tf.layout import SHARD_SUFFIX, shard_name
 
 IMAGE = "image/png"
 SHAPE = "image/shape"
@@ -89,9 +92,8 @@ def _decode(png: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
 class ShardedWriter:
     """Writes records of one split into shards of at most `per_shard` records.
 
-    Shards are written under a temporary name and renamed when complete, and
-    named `{split}-{i:05d}-of-{n:05d}.tfrecord`; n is known only at the end,
-    so shards are renamed once more when the writer closes.
+    Shards are written under a temporary name and get their shard name
+    (`layout.shard_name`) when the writer closes: only then is their count known.
     """
 
     def __init__(self, output_dir: str, split: str, per_shard: int = 1000):
@@ -109,7 +111,7 @@ class ShardedWriter:
 
     def _roll(self) -> None:
         self._close_current()
-        path = os.path.join(self.output_dir, f".{self.split}-{len(self._done):05d}.tfrecord.tmp")
+        path = os.path.join(self.output_dir, f".{self.split}-{len(self._done):05d}{SHARD_SUFFIX}{TMP_SUFFIX}")
         self._writer = tf.io.TFRecordWriter(path)
         self._current = path
         self._count = 0
@@ -126,7 +128,7 @@ class ShardedWriter:
         self._close_current()
         final = []
         for i, path in enumerate(self._done):
-            name = os.path.join(self.output_dir, f"{self.split}-{i:05d}-of-{len(self._done):05d}.tfrecord")
+            name = os.path.join(self.output_dir, shard_name(self.split, i, len(self._done)))
             os.replace(path, name)
             final.append(name)
         return final

@@ -15,12 +15,12 @@ from typing import Callable, Iterable
 import numpy as np
 
 from avd_tf import terminal
-from avd_tf.files import TMP_SUFFIX, write_json_atomically
 from avd_tf.datasets import DatasetSplits, resolve_path
 from avd_tf.datasets import flip_labels
+from avd_tf.files import TMP_SUFFIX, write_json_atomically
+from avd_tf.layout import MANIFEST, PROGRESS_DIR, SETTINGS, SHARD_FILES, shard_name
 from avd_tf.records import schema, shards, workers as worker_pool
 from avd_tf.records.convert import ConvertOptions, Task, VideoResult, convert_task, init_worker
-from avd_tf.records.layout import MANIFEST, PROGRESS_DIR, SETTINGS, SHARD_FILES, shard_name
 from avd_tf.video import flow
 
 # settings.json key of the seed of the shards' video order (`shard_order`).

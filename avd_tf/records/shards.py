@@ -16,13 +16,10 @@ import json
 import math
 import os
 
-PROGRESS_DIR = ".progress"
-TMP_SUFFIX = ".tmp"
+from avd_tf.files import TMP_SUFFIX, write_json_atomically
+from avd_tf.layout import PROGRESS_DIR, SHARD_SUFFIX
+
 FILE_KEY = "file"
-
-
-def shard_name(split: str, index: int, count: int) -> str:
-    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
 def plan(num_videos: int, videos_per_shard: int) -> list[range]:
@@ -37,27 +34,13 @@ def plan(num_videos: int, videos_per_shard: int) -> list[range]:
 
 
 def summary_path(output_dir: str, name: str) -> str:
-    return os.path.join(output_dir, PROGRESS_DIR, name.replace(".tfrecord", ".json"))
+    return os.path.join(output_dir, PROGRESS_DIR, name.replace(SHARD_SUFFIX, ".json"))
 
 
 def is_complete(output_dir: str, name: str) -> bool:
     return os.path.exists(os.path.join(output_dir, name)) and os.path.exists(
         summary_path(output_dir, name)
     )
-
-
-def write_text_atomically(path: str, text: str) -> None:
-    """Writes `text` under a temporary name and renames it: readers never see half a file."""
-    tmp = path + TMP_SUFFIX
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json_atomically(path: str, value) -> None:
-    write_text_atomically(path, json.dumps(value, indent=1, sort_keys=True))
 
 
 def file_record(path: str) -> dict:

@@ -1,0 +1,54 @@
+"""avd_tf.files (atomic writes) and avd_tf.layout (stage file names, shard names)."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from avd_tf import layout
+from avd_tf.files import save_keras_atomically, write_json_atomically, write_text_atomically
+
+
+def test_json_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / layout.METRICS
+    path.write_text("old")
+    write_json_atomically(str(path), {"b": 1, "a": [1, 2]})
+    assert path.read_text() == '{\n "a": [\n  1,\n  2\n ],\n "b": 1\n}'
+    write_json_atomically(str(path), {"b": 1, "a": 2}, sort_keys=False)
+    assert list(json.loads(path.read_text())) == ["b", "a"]
+    assert os.listdir(tmp_path) == [layout.METRICS]
+
+
+def test_a_missing_folder_is_named_without_the_temporary_suffix(tmp_path):
+    path = str(tmp_path / "missing" / "summary.md")
+    with pytest.raises(FileNotFoundError) as error:
+        write_text_atomically(path, "text")
+    assert error.value.filename == path
+
+
+def test_keras_model_is_saved_under_its_name_and_loads(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    path = str(tmp_path / layout.ENCODER)
+    save_keras_atomically(model, path)
+    assert os.listdir(tmp_path) == [layout.ENCODER]
+    x = np.ones((1, 3), "float32")
+    np.testing.assert_allclose(keras.models.load_model(path)(x), model(x))
+
+
+def test_shard_names_parse_back_and_temporary_names_do_not(tmp_path):
+    name = layout.shard_name("train", 3, 12)
+    assert name == "train-00003-of-00012.tfrecord"
+    assert layout.parse_shard_name(name, "train") == (3, 12)
+    assert layout.parse_shard_name(name, "test") is None
+    for other in (name + ".tmp", ".train-00003.tfrecord.tmp", "train-3-of-x.tfrecord"):
+        assert layout.parse_shard_name(other, "train") is None
+    for file in (name, name + ".tmp", layout.shard_name("test", 0, 1), layout.MANIFEST):
+        (tmp_path / file).write_text("")
+    found = sorted(os.path.basename(p) for p in glob.glob(str(tmp_path / layout.shard_glob())))
+    assert found == ["test-00000-of-00001.tfrecord", name]
+    assert glob.glob(str(tmp_path / layout.shard_glob("test"))) == [
+        str(tmp_path / "test-00000-of-00001.tfrecord")]
