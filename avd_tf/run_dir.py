@@ -4,11 +4,12 @@
 (`keras.callbacks.CSVLogger(append=True)`); `backup/` is
 `keras.callbacks.BackupAndRestore`'s state after the last finished epoch;
 `metrics.json`, written last, marks a finished run; `logs/` is for
-TensorBoard. `open_run` refuses a model_dir that holds another run and
-finds a finished one; `start_run` clears what a fresh start must not
-inherit or says where a resumed run goes on. The settings both programs
-share live here too: the in-memory caching rule, the precision flag's
-values (`set_precision`), the epoch timer and the TensorBoard callback.
+TensorBoard (their names: `avd_tf.layout`). `open_run` refuses a model_dir
+that holds another run and finds a finished one; `start_run` clears what a
+fresh start must not inherit or says where a resumed run goes on. The
+settings both programs share live here too: the in-memory caching rule, the
+precision flag's values (`set_precision`), the epoch timer and the
+TensorBoard callback.
 """
 from __future__ import annotations
 
@@ -21,11 +22,7 @@ from typing import Callable
 
 import keras
 
-CONFIG = "config.json"
-METRICS = "metrics.json"
-HISTORY = "history.csv"
-BACKUP = "backup"
-LOGS = "logs"
+from avd_tf.layout import BACKUP, CONFIG, HISTORY, LOGS, METRICS
 # Below this many bytes of input shards the parsed inputs stay in memory
 # (our choice: the demo and HMDB51-sized data fit, UCF101 frames at full
 # size and Kinetics would not).

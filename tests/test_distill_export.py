@@ -23,6 +23,7 @@ from avd_tf import visualize
 from avd_tf.inputs import avd_dataset, clip_dataset, to_signed_unit
 from avd_tf.models import build_avd, compile_avd, distill, get_preset
 from avd_tf.records import schema
+from avd_tf.layout import STREAM_INFO
 from avd_tf.records.convert import ConvertOptions
 from avd_tf.video import flow as flow_lib
 from avd_tf.video import synthetic
@@ -210,7 +211,7 @@ def test_distill_dataset_writes_every_clip_with_its_label_and_stream_json(
     output = tmp_path / "distilled"
     info = distill.distill_dataset(rgb_model_dir, data_dir, str(output), clips_per_video=3,
                                    batch_size=5, progress=False)
-    written = json.loads((output / distill.STREAM_JSON).read_text())
+    written = json.loads((output / STREAM_INFO).read_text())
     assert written == json.loads(json.dumps(info))
     assert info["stream"] == "rgb" and info["num_frames"] == 8 and info["image_size"] == SIZE
     assert info["classes"] == CLASSES and info["clips_per_video"] == 3
@@ -242,7 +243,7 @@ def test_distill_dataset_writes_every_clip_with_its_label_and_stream_json(
     # stream.json is written last; a second run replaces the first one's shards.
     newest_shard = max(os.path.getmtime(output / name) for name in os.listdir(output)
                        if name.endswith(".tfrecord"))
-    assert os.path.getmtime(output / distill.STREAM_JSON) >= newest_shard
+    assert os.path.getmtime(output / STREAM_INFO) >= newest_shard
     distill.distill_dataset(rgb_model_dir, data_dir, str(output), clips_per_video=1,
                             progress=False)
     assert len(read_split(output, "test")) == 3

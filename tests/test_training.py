@@ -23,6 +23,7 @@ import pytest
 import tensorflow as tf
 
 from avd_tf import visualize
+from avd_tf.layout import AVD_MODEL
 from avd_tf.inputs import clip_dataset
 from avd_tf.models import training
 from avd_tf.models.presets import PRESETS, get_preset
@@ -140,7 +141,7 @@ def test_killed_run_resumes_at_the_epoch_where_it_stopped(trained):
     killed, second, model_dir = trained["killed"], trained["second"], trained["model_dir"]
     assert killed["returncode"] == -signal.SIGKILL
     assert "Epoch 1/2" in killed["output"]
-    assert training.MODEL not in killed["files"] and training.METRICS not in killed["files"]
+    assert AVD_MODEL not in killed["files"] and training.METRICS not in killed["files"]
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming" in second.stdout and "1 of 2 epochs done" in second.stdout
     # The second run trained epoch 2 only: epoch 1's checkpoint is the first run's.
@@ -156,7 +157,7 @@ def test_killed_run_resumes_at_the_epoch_where_it_stopped(trained):
 
 def test_outputs_config_and_metrics(trained, data_dir):
     model_dir = trained["model_dir"]
-    for name in (training.MODEL, training.ENCODER, training.CONFIG, training.METRICS):
+    for name in (AVD_MODEL, training.ENCODER, training.CONFIG, training.METRICS):
         assert (model_dir / name).is_file(), name
     config = json.loads((model_dir / training.CONFIG).read_text())
     assert config["preset"] == "small" and config["stream"] == "rgb"
@@ -223,7 +224,7 @@ def test_nan_stops_training_with_a_clear_message(background):
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("avd-train: training diverged at epoch 1, step ")
     assert "nan" in message and "lower learning rate" in message and "--lam" in message
-    assert not (model_dir / training.MODEL).exists()
+    assert not (model_dir / AVD_MODEL).exists()
     assert not (model_dir / training.METRICS).exists()
 
 

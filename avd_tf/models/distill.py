@@ -36,19 +36,17 @@ import numpy as np
 import tensorflow as tf
 
 from avd_tf import terminal, visualize
+from avd_tf.files import write_json_atomically
 from avd_tf.inputs import augment, sampling
+from avd_tf.layout import AVD_MODEL, ENCODER, STREAM_INFO, shard_glob
 from avd_tf.inputs.clips import clip_dataset
 from avd_tf.inputs.shards import class_names, num_videos
 from avd_tf.models.avd import AVD
 from avd_tf.models.encoder import Encoder
 from avd_tf.records import images
-from avd_tf.records.shards import write_json_atomically
 from avd_tf.video import decode
 from avd_tf.video import flow as flow_lib
 
-ENCODER_FILE = "encoder.keras"
-AVD_FILE = "avd.keras"
-STREAM_JSON = "stream.json"
 SPLITS = ("train", "test")
 CHANNEL_STREAMS = {3: "rgb", 2: "flow"}
 
@@ -108,13 +106,13 @@ def load_encoder(model_dir_or_encoder) -> Encoder:
         return _encoder_of(model_dir_or_encoder, type(model_dir_or_encoder).__name__)
     path = os.path.abspath(os.fspath(model_dir_or_encoder))
     if os.path.isdir(path):
-        for name in (ENCODER_FILE, AVD_FILE):
+        for name in (ENCODER, AVD_MODEL):
             if os.path.isfile(os.path.join(path, name)):
                 path = os.path.join(path, name)
                 break
         else:
             raise FileNotFoundError(
-                f"{path}: neither {ENCODER_FILE} nor {AVD_FILE} in this folder "
+                f"{path}: neither {ENCODER} nor {AVD_MODEL} in this folder "
                 "(avd-train writes them when training finishes)"
             )
     elif not os.path.isfile(path):
@@ -228,11 +226,11 @@ def distill_video(model_dir_or_encoder, path: str) -> np.ndarray:
 
 def _remove_previous_output(output_dir: str) -> None:
     """Removes a previous run's stream.json (marking the folder incomplete), then its shards."""
-    marker = os.path.join(output_dir, STREAM_JSON)
+    marker = os.path.join(output_dir, STREAM_INFO)
     if os.path.exists(marker):
         os.remove(marker)
     for split in SPLITS:
-        for path in glob.glob(os.path.join(output_dir, f"{split}-*-of-*.tfrecord")):
+        for path in glob.glob(os.path.join(output_dir, shard_glob(split))):
             os.remove(path)
 
 
@@ -252,7 +250,7 @@ def distill_dataset(
     pipeline, `clip_dataset(training=False)`, with the model's stream, T and
     image size), each distilled by E into a uint8 (S, S, 3) image stored
     with the video's label and id and the clip's index as image-record
-    shards `{split}-*-of-*.tfrecord`. With `mirrored`, each record also
+    shards (`avd_tf.layout`). With `mirrored`, each record also
     holds E's image of the mirrored clip (flow: mirrored with x negated), the
     image a horizontally flipped training sample must show: E is no mirror-
     symmetric function, so E(mirror(clip)) != mirror(E(clip)). The mirrored
@@ -325,15 +323,15 @@ def distill_dataset(
         "clips_per_second": round(total_clips / total_seconds, 2) if total_seconds > 0 else None,
     }
     # Last: its presence marks a complete output.
-    write_json_atomically(os.path.join(output_dir, STREAM_JSON), info)
+    write_json_atomically(os.path.join(output_dir, STREAM_INFO), info)
     return info
 
 
 def read_images(stream_dir: str, split: str):
     """Yields the records of one split of a distilled folder as NumPy dicts (shard order)."""
-    files = sorted(glob.glob(os.path.join(stream_dir, f"{split}-*-of-*.tfrecord")))
+    files = sorted(glob.glob(os.path.join(stream_dir, shard_glob(split))))
     if not files:
-        raise FileNotFoundError(f"{stream_dir}: no {split}-*-of-*.tfrecord shards")
+        raise FileNotFoundError(f"{stream_dir}: no {shard_glob(split)} shards")
     yield from tf.data.TFRecordDataset(files).map(images.parse).as_numpy_iterator()
 
 

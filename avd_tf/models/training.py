@@ -49,7 +49,19 @@ import numpy as np
 import tensorflow as tf
 
 from avd_tf import terminal, visualize
+from avd_tf.files import save_keras_atomically, write_json_atomically
 from avd_tf.inputs import avd_dataset, class_names, clip_dataset, list_shards, num_videos
+from avd_tf.layout import (
+    AVD_MODEL,
+    BACKUP,
+    CHECKPOINT_PATTERN,
+    CHECKPOINTS,
+    CONFIG,
+    ENCODER,
+    HISTORY,
+    LOGS,
+    METRICS,
+)
 from avd_tf.models.presets import (
     STREAM_CHANNELS,
     AVDConfig,
@@ -58,13 +70,7 @@ from avd_tf.models.presets import (
     get_preset,
     stream_overrides,
 )
-from avd_tf.records.shards import write_json_atomically
 from avd_tf.run_dir import (
-    BACKUP,
-    CONFIG,
-    HISTORY,
-    LOGS,
-    METRICS,
     PRECISIONS,
     EpochTimer,
     fits_in_memory,
@@ -75,10 +81,6 @@ from avd_tf.run_dir import (
     tensorboard,
 )
 
-MODEL = "avd.keras"
-ENCODER = "encoder.keras"
-CHECKPOINTS = "checkpoints"
-CHECKPOINT_PATTERN = "epoch-{epoch:03d}.weights.h5"
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 # The last epoch's figures metrics.json reports at its top level.
 FINAL_KEYS = (
@@ -274,13 +276,6 @@ def _restarting(make) -> tf.data.Dataset:
     return tf.data.Dataset.range(1).flat_map(lambda _: make()).with_options(options)
 
 
-def _save_keras(model: keras.Model, path: str) -> None:
-    """Saves next to `path` first and renames, so the file is never half written."""
-    tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
 def _metrics(history: list[dict], **extra) -> dict:
     last = history[-1]
     speeds = [row["clips_per_second"] for row in history if "clips_per_second" in row]
@@ -444,8 +439,8 @@ def train_avd(
     history = read_history(out_dir)
     if not history:
         raise RuntimeError(f"{os.path.join(out_dir, HISTORY)}: no epoch was logged")
-    _save_keras(model, os.path.join(out_dir, MODEL))
-    _save_keras(model.encoder, os.path.join(out_dir, ENCODER))
+    save_keras_atomically(model, os.path.join(out_dir, AVD_MODEL))
+    save_keras_atomically(model.encoder, os.path.join(out_dir, ENCODER))
     metrics = _metrics(
         history,
         stream=stream,
@@ -467,7 +462,6 @@ __all__ = [
     "FINAL_KEYS",
     "HISTORY",
     "METRICS",
-    "MODEL",
     "STRATEGIES",
     "StopOnNonFiniteLoss",
     "TrainingDivergedError",
