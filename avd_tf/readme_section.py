@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 
+from avd_tf.files import write_text_atomically
+
 
 def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
@@ -27,10 +29,7 @@ def replace_section(path: str, name: str, text: str) -> None:
     if not text.endswith("\n"):
         text += "\n"
     updated = content[: start + len(begin)] + "\n" + text + content[stop:]
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(updated)
-    os.replace(temporary, path)
+    write_text_atomically(path, updated)
 
 
 def replace_section_with_image(path: str, name: str, text: str, image: str, image_name: str) -> str:

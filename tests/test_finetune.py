@@ -18,6 +18,7 @@ import tensorflow as tf
 from avd_tf.classify import finetune as ft
 from avd_tf.classify import streams
 from avd_tf.datasets import load_dataset
+from avd_tf.layout import CLASSIFIER_MODEL
 from avd_tf.records.convert import ConvertOptions
 from avd_tf.records.prepare import prepare
 from avd_tf.video import synthetic
@@ -76,19 +77,19 @@ def test_two_epochs_write_model_config_metrics(data_dir, tmp_path):
     assert metrics["train_time_s"] > 0 and metrics["wall_time_s"] >= metrics["train_time_s"]
     assert not os.path.exists(os.path.join(model_dir, ft.BACKUP))  # removed when finished
 
-    model = keras.models.load_model(os.path.join(model_dir, ft.MODEL))
+    model = keras.models.load_model(os.path.join(model_dir, CLASSIFIER_MODEL))
     assert int(model.optimizer.iterations) == 2 * 3  # saved after the last epoch's 3 steps
     scores = model.predict(np.zeros((3, 64, 64, 3), np.float32), verbose=0)
     assert scores.shape == (3, 2)
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
 
     # The same run again is not retrained; another run in this folder is refused.
-    mtime = os.stat(os.path.join(model_dir, ft.MODEL)).st_mtime_ns
+    mtime = os.stat(os.path.join(model_dir, CLASSIFIER_MODEL)).st_mtime_ns
     again = ft.finetune(data_dir, "dynamic", model_dir, backbone="alexnet", weights="none",
                         epochs=2, batch_size=4, input_size=64, steps_per_epoch=3, seed=0,
                         lr=0.01, progress=False, log=lines.append)
     assert again == metrics and "already holds this finished run" in lines[-1]
-    assert os.stat(os.path.join(model_dir, ft.MODEL)).st_mtime_ns == mtime
+    assert os.stat(os.path.join(model_dir, CLASSIFIER_MODEL)).st_mtime_ns == mtime
     with pytest.raises(ValueError, match=r"config\.json: .*other settings \(epochs differ\)"):
         ft.finetune(data_dir, "dynamic", model_dir, backbone="alexnet", weights="none",
                     epochs=3, batch_size=4, input_size=64, steps_per_epoch=3, seed=0,
@@ -105,7 +106,7 @@ def test_efficientnet_lite0_imagenet_one_epoch(data_dir, tmp_path):
     with open(os.path.join(model_dir, ft.CONFIG)) as f:
         config = json.load(f)
     assert config["weights"] == "imagenet" and config["steps_per_epoch"] == 2
-    assert os.path.isfile(os.path.join(model_dir, ft.MODEL))
+    assert os.path.isfile(os.path.join(model_dir, CLASSIFIER_MODEL))
 
 
 def test_select_on_val_keeps_the_best_epoch_on_held_out_videos(data_dir, tmp_path):
@@ -131,7 +132,7 @@ def test_select_on_val_keeps_the_best_epoch_on_held_out_videos(data_dir, tmp_pat
     assert metrics["best"] == best and metrics["selected"] == {"rule": "val", **best}
     # This seeded run peaks before its last epoch, so keeping the last would fail here.
     assert best["epoch"] < metrics["last"]["epoch"] == 3, accuracies
-    model = keras.models.load_model(os.path.join(model_dir, ft.MODEL))
+    model = keras.models.load_model(os.path.join(model_dir, CLASSIFIER_MODEL))
     assert int(model.optimizer.iterations) == best["epoch"] * config["steps_per_epoch"]
 
 
@@ -203,7 +204,7 @@ def test_killed_run_resumes_at_the_next_epoch(data_dir, tmp_path, rule):
         assert selected["epoch"] == 1 + accuracies.index(max(accuracies))
     else:
         assert selected["epoch"] == 3
-    model = keras.models.load_model(model_dir / ft.MODEL)
+    model = keras.models.load_model(model_dir / CLASSIFIER_MODEL)
     assert int(model.optimizer.iterations) == 40 * selected["epoch"]
     printed = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert printed["select_on"] == rule and printed["selected_epoch"] == selected["epoch"]

@@ -184,7 +184,7 @@ def test_changed_settings_are_refused(ucf_like, tmp_path):
 
 
 def test_flow_algorithm_is_recorded_and_never_mixed_on_resume(ucf_like, tmp_path):
-    from avd_tf.records.shards import PROGRESS_DIR
+    from avd_tf.layout import PROGRESS_DIR
     from avd_tf.video import flow
 
     out = tmp_path / "p"

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from avd_tf.classify import dynamic_images as di
 from avd_tf.classify import streams
+from avd_tf.layout import STREAM_INFO
 from avd_tf.records import images, schema
 from conftest import prepared_motion_videos
 
@@ -116,7 +117,7 @@ def test_images_match_numpy_reference(data_dir):
 
 def test_cache_reused_recomputed_and_partial_never_read(data_dir, tmp_path):
     cache = str(tmp_path / "frames")
-    info_path = os.path.join(cache, streams.STREAM_INFO)
+    info_path = os.path.join(cache, STREAM_INFO)
     assert streams.ensure_stream(data_dir, "frame", cache_dir=cache, progress=False) == cache
     first = os.stat(info_path).st_mtime_ns
     assert streams.ensure_stream(data_dir, "frame", cache_dir=cache, progress=False) == cache

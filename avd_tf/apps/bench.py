@@ -34,6 +34,7 @@ import time
 from absl import flags, logging
 
 from avd_tf.apps import describe, run_program
+from avd_tf.files import write_text_atomically
 
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean("quick", False, "Few steps and repeats; paper preset at batch 2.")
@@ -357,9 +358,7 @@ def main(argv):
             _print(preset, result)
     report["machine"]["load_at_end"] = list(os.getloadavg())
     if FLAGS.output:
-        with open(FLAGS.output, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
+        write_text_atomically(FLAGS.output, json.dumps(report, indent=2) + "\n")
         print(f"\nwrote {FLAGS.output}")
     if FLAGS.markdown or FLAGS.readme:
         from avd_tf.bench.report import SECTION, markdown_table
@@ -367,8 +366,7 @@ def main(argv):
 
         table = markdown_table(report)
         if FLAGS.markdown:
-            with open(FLAGS.markdown, "w", encoding="utf-8") as f:
-                f.write(table)
+            write_text_atomically(FLAGS.markdown, table)
             print(f"wrote {FLAGS.markdown}")
         if FLAGS.readme:
             replace_section(FLAGS.readme, SECTION, table)

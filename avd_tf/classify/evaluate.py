@@ -20,12 +20,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from avd_tf.classify import report, scores
+from avd_tf.files import write_json_atomically, write_text_atomically
+from avd_tf.layout import AVD_MODEL, CLASSIFIER_MODEL, CONFIG, ENCODER
 
-CONFIG = "config.json"
-MODEL = "model.keras"
 REQUIRED_CONFIG_KEYS = ("stream", "backbone", "input_size", "classes", "data_dir")
-# What avd-train writes (avd_tf.models.distill), named here without importing TensorFlow.
-AVD_MODEL_FILES = ("encoder.keras", "avd.keras")
 TOP5 = 5
 # ensure_stream arguments that change a stream's images (recorded by avd-finetune).
 STREAM_OPTIONS = ("frames_per_video", "window", "stride", "clips_per_video")
@@ -34,12 +32,13 @@ STREAM_OPTIONS = ("frames_per_video", "window", "stride", "clips_per_video")
 def read_model_config(model_dir: str) -> dict:
     """The config.json of a fine-tuned model folder, checked for the keys evaluation needs."""
     path = os.path.join(model_dir, CONFIG)
-    if not os.path.isfile(os.path.join(model_dir, MODEL)) and any(
-            os.path.isfile(os.path.join(model_dir, name)) for name in AVD_MODEL_FILES):
+    if not os.path.isfile(os.path.join(model_dir, CLASSIFIER_MODEL)) and any(
+            os.path.isfile(os.path.join(model_dir, name)) for name in (ENCODER, AVD_MODEL)):
         raise ValueError(f"{model_dir}: an AVD model folder (avd-train's), not a fine-tuned "
                          "classifier (avd-finetune's)")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no model config (avd-finetune writes it next to {MODEL})")
+        raise FileNotFoundError(
+            f"{path}: no model config (avd-finetune writes it next to {CLASSIFIER_MODEL})")
     try:
         with open(path) as f:
             config = json.load(f)
@@ -63,7 +62,7 @@ def load_model(model_dir: str):
     from avd_tf.classify import backbones  # noqa: F401
     from avd_tf.models.distill import check_keras_file
 
-    path = os.path.join(model_dir, MODEL)
+    path = os.path.join(model_dir, CLASSIFIER_MODEL)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no saved model (avd-finetune writes it)")
     check_keras_file(path)
@@ -200,14 +199,6 @@ def _stream_options(config: dict, data_dir: str) -> dict:
     return options
 
 
-def _write_json(path: str, value) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(tmp, path)
-
-
 def evaluate(
     model_dirs: Sequence[str],
     data_dir: str | None = None,
@@ -297,7 +288,7 @@ def evaluate(
     video_level = {}
     total_videos = {}
     for model_dir, config, name in zip(model_dirs, configs, names):
-        source = os.path.join(model_dir, MODEL)
+        source = os.path.join(model_dir, CLASSIFIER_MODEL)
         model = load_model(model_dir)
         stream_dir = stream_dirs.get(name) or ensure_stream(
             data_dir, name, avd_model_dir=config.get("avd_model_dir"), progress=progress,
@@ -354,10 +345,10 @@ def evaluate(
     table = report.markdown_table(results)
     log(table)
     if output:
-        _write_json(output, results)
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        write_json_atomically(output, results, sort_keys=False)
     if markdown:
-        with open(markdown, "w") as f:
-            f.write(table)
+        write_text_atomically(markdown, table)
     if confusion_png:
         best = results["best"]
         probs, labels = outputs[best]

@@ -26,22 +26,17 @@ spec would let a wrong rank through to fail deep in the graph.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import keras
 import tensorflow as tf
 
-from avd_tf.classify.evaluate import MODEL, load_model, read_model_config
+from avd_tf.classify.evaluate import load_model, read_model_config
 from avd_tf.classify.streams import AVD_STREAMS
+from avd_tf.files import write_json_atomically
 from avd_tf.inputs import augment, sampling
-from avd_tf.models.distill import (
-    AVD_FILE,
-    ENCODER_FILE,
-    encoder_spec,
-    images_to_uint8,
-    load_encoder,
-)
+from avd_tf.layout import AVD_MODEL, CLASSIFIER_MODEL, CONFIG, ENCODER
+from avd_tf.models.distill import encoder_spec, images_to_uint8, load_encoder
 
 VIDEO_ENDPOINT = "classify_video"
 CLIPS_ENDPOINT = "classify_clips"
@@ -51,7 +46,7 @@ INFO_FILE = "avd_classifier.json"
 
 
 def _avd_model_dir(classifier_dir: str, config: dict, avd_model_dir: str | None) -> str:
-    where = os.path.join(classifier_dir, "config.json")
+    where = os.path.join(classifier_dir, CONFIG)
     if config["stream"] not in AVD_STREAMS:
         raise ValueError(f"{where}: stream {config['stream']!r} is not an AVD stream "
                          f"({', '.join(AVD_STREAMS)}); only those classify videos through E")
@@ -100,8 +95,8 @@ def export_video_classifier(classifier_dir: str, export_dir: str, *,
     classifier's stream was distilled with. The description is also
     written to `export_dir/avd_classifier.json` (classes, signatures).
     """
-    if not os.path.exists(os.path.join(classifier_dir, MODEL)) and any(
-            os.path.exists(os.path.join(classifier_dir, name)) for name in (ENCODER_FILE, AVD_FILE)):
+    if not os.path.exists(os.path.join(classifier_dir, CLASSIFIER_MODEL)) and any(
+            os.path.exists(os.path.join(classifier_dir, name)) for name in (ENCODER, AVD_MODEL)):
         raise ValueError(f"{classifier_dir}: an AVD model folder (avd-train's), not a classifier "
                          "(avd-finetune's); export E alone with avd-export --model_dir")
     config = read_model_config(classifier_dir)
@@ -172,8 +167,7 @@ def export_video_classifier(classifier_dir: str, export_dir: str, *,
                              "outputs": {"probabilities": [None, len(classes)]}},
         },
     }
-    with open(os.path.join(export_dir, INFO_FILE), "w") as f:
-        json.dump(info, f, indent=1)
+    write_json_atomically(os.path.join(export_dir, INFO_FILE), info, sort_keys=False)
     return info
 
 

@@ -44,16 +44,13 @@ from avd_tf import terminal
 from avd_tf.classify import streams
 from avd_tf.classify.backbones import build_classifier, get_spec, resolve_weights
 from avd_tf.datasets import flip_labels
+from avd_tf.files import write_json_atomically
 from avd_tf.inputs import holdout
 from avd_tf.inputs.augment import check_flip
 from avd_tf.inputs.shards import list_shards
+from avd_tf.layout import BACKUP, CLASSIFIER_MODEL, CONFIG, HISTORY, METRICS, shard_glob
 from avd_tf.records import images
-from avd_tf.records.shards import write_json_atomically
 from avd_tf.run_dir import (
-    BACKUP,
-    CONFIG,
-    HISTORY,
-    METRICS,
     PRECISIONS,
     EpochTimer,
     fits_in_memory,
@@ -64,7 +61,6 @@ from avd_tf.run_dir import (
     tensorboard,
 )
 
-MODEL = "model.keras"
 SELECTION_RULES = ("last", "val")
 # Seed of the held-out split when the run has none: a resumed run must hold
 # out the same videos it held out before.
@@ -261,7 +257,7 @@ def finetune(
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    cache = fits_in_memory(glob.glob(os.path.join(stream_dir, "*.tfrecord")))
+    cache = fits_in_memory(glob.glob(os.path.join(stream_dir, shard_glob())))
     train = streams.stream_dataset(
         stream_dir, "train", size=size, training=True, batch_size=batch_size, seed=seed,
         cache=cache, flip=flip,
@@ -294,10 +290,10 @@ def finetune(
     if select_on == "val":
         best = max((row.get("val_accuracy", -math.inf) for row in history), default=None)
         checkpoint = keras.callbacks.ModelCheckpoint(
-            os.path.join(model_dir, MODEL), monitor="val_accuracy", mode="max",
+            os.path.join(model_dir, CLASSIFIER_MODEL), monitor="val_accuracy", mode="max",
             save_best_only=True, initial_value_threshold=best)
     else:
-        checkpoint = keras.callbacks.ModelCheckpoint(os.path.join(model_dir, MODEL))
+        checkpoint = keras.callbacks.ModelCheckpoint(os.path.join(model_dir, CLASSIFIER_MODEL))
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda epoch: lr * lr_decay ** epoch),
         EpochTimer(steps * batch_size, "images"),
@@ -329,5 +325,5 @@ def finetune(
     return metrics
 
 
-__all__ = ["CONFIG", "HOLDOUT_SEED", "METRICS", "MODEL", "NO_NETWORK", "SELECTION_RULES",
+__all__ = ["CONFIG", "HOLDOUT_SEED", "METRICS", "NO_NETWORK", "SELECTION_RULES",
            "finetune"]

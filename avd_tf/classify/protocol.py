@@ -33,6 +33,8 @@ import time
 from typing import Callable, Mapping
 
 from avd_tf.classify import report
+from avd_tf.files import write_json_atomically, write_text_atomically
+from avd_tf.layout import CLASSIFIER_MODEL, CONFIG, MANIFEST
 
 # Paper section 4.1: three official splits for UCF101 and HMDB51, one
 # train/validation run for Kinetics.
@@ -156,7 +158,7 @@ def _prepare_action(settings: ProtocolSettings, split: int | None, output_dir: s
         empty = [s for s in ("train", "test") if not manifest["splits"].get(s, {}).get("videos")]
         if empty:
             raise ProtocolError(
-                f"{os.path.join(output_dir, prepare.MANIFEST)}: no {' or '.join(empty)} video could be "
+                f"{os.path.join(output_dir, MANIFEST)}: no {' or '.join(empty)} video could be "
                 f"prepared ({len(manifest['failures'])} failures listed there)"
             )
 
@@ -194,7 +196,7 @@ def plan(settings: ProtocolSettings, *, progress: bool = True, log: Callable[[st
             record={"dataset": settings.dataset, "video_dir": os.path.abspath(settings.video_dir),
                     "split_dir": os.path.abspath(settings.split_dir), "split": split,
                     "size": settings.size, "flow": flow},
-            outputs=[os.path.join(prepared, "manifest.json")],
+            outputs=[os.path.join(prepared, MANIFEST)],
             marker=os.path.join(markers, "prepare.json"),
             folder=prepared,
             action=_prepare_action(settings, split, prepared, flow, progress),
@@ -231,7 +233,7 @@ def plan(settings: ProtocolSettings, *, progress: bool = True, log: Callable[[st
             command += list(settings.finetune_args)
             stages.append(Stage(
                 run, f"{settings.backbone}/finetune_{stream}", {"command": command[1:]},
-                [os.path.join(model_dir, "model.keras"), os.path.join(model_dir, "config.json")],
+                [os.path.join(model_dir, CLASSIFIER_MODEL), os.path.join(model_dir, CONFIG)],
                 os.path.join(markers, f"{settings.backbone}_finetune_{stream}.json"), model_dir,
                 command=command,
             ))
@@ -290,11 +292,9 @@ def write_marker(stage: Stage, *, seconds: float = 0.0) -> None:
     if missing:
         raise ProtocolError(f"{stage.title}: cannot mark it finished, missing {', '.join(missing)}")
     os.makedirs(os.path.dirname(stage.marker), exist_ok=True)
-    tmp = stage.marker + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"record": stage.record, "seconds": round(seconds, 1),
-                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, f, indent=1)
-    os.replace(tmp, stage.marker)
+    write_json_atomically(stage.marker, {"record": stage.record, "seconds": round(seconds, 1),
+                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                          sort_keys=False)
 
 
 def average_results(per_run: Mapping[str, Mapping]) -> dict:
@@ -364,11 +364,8 @@ def run_protocol(settings: ProtocolSettings, *, dry_run: bool = False, progress:
     summary = {"dataset": settings.dataset, "settings": dataclasses.asdict(settings),
                "splits": per_run, "mean": mean}
     path = protocol_path(settings)
-    with open(path + ".tmp", "w") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_json_atomically(path, summary, sort_keys=False)
     table = _summary_markdown(settings, per_run, mean)
-    with open(path[: -len(".json")] + ".md", "w") as f:
-        f.write(table)
+    write_text_atomically(path[: -len(".json")] + ".md", table)
     log(table)
     return summary

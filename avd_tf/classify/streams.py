@@ -62,11 +62,12 @@ import tensorflow as tf
 
 from avd_tf import terminal
 from avd_tf.classify import dynamic_images as di
+from avd_tf.files import write_json_atomically
 from avd_tf.inputs import augment, sampling
 from avd_tf.inputs.clips import video_dataset
 from avd_tf.inputs.shards import check_flow, list_shards, read_manifest
+from avd_tf.layout import CONFIG, MANIFEST, SHARD_SUFFIX, STREAM_INFO
 from avd_tf.records import images, schema
-from avd_tf.records.shards import write_json_atomically
 
 STREAMS = ("frame", "flow", "mean", "dynamic", "dynamic_flow", "avd_rgb", "avd_flow")
 AVD_STREAMS = ("avd_rgb", "avd_flow")
@@ -75,7 +76,6 @@ FLOW_STREAMS = ("flow", "dynamic_flow")
 # Streams whose records also hold the image of the mirrored video.
 MIRRORED_STREAMS = ("dynamic_flow", "avd_rgb", "avd_flow")
 SPLITS = ("train", "test")
-STREAM_INFO = "stream.json"
 # Bumped when the images a given set of parameters produces, or their
 # encoding, change.
 FORMAT_VERSION = 3
@@ -157,7 +157,7 @@ def stream_info(stream_dir: str) -> dict:
 def _source_fingerprint(data_dir: str) -> str:
     """Hash of the prepared data's manifest: a re-prepared dataset changes it."""
     read_manifest(data_dir)  # names the file when it is missing or broken
-    with open(os.path.join(data_dir, "manifest.json"), "rb") as f:
+    with open(os.path.join(data_dir, MANIFEST), "rb") as f:
         return _short_hash(f.read())
 
 
@@ -331,7 +331,7 @@ def _distill(data_dir: str, stream: str, output_dir: str, *, avd_model_dir: str,
     """Runs E of the AVD model over both splits; returns counts and distill's report."""
     from avd_tf.models.distill import distill_dataset
 
-    model_config = os.path.join(avd_model_dir, "config.json")
+    model_config = os.path.join(avd_model_dir, CONFIG)
     _check_avd_stream(stream, _read_json(model_config), model_config)
     report = distill_dataset(avd_model_dir, data_dir, output_dir,
                              clips_per_video=clips_per_video, progress=progress, mirrored=True)
@@ -453,7 +453,7 @@ def ensure_stream(
 def _bytes_per_image(stream_dir: str, counts: dict) -> float:
     """Shard bytes over images (mirror images included): what the cache costs per image."""
     total = sum(os.path.getsize(os.path.join(stream_dir, name)) for name in os.listdir(stream_dir)
-                if name.endswith(".tfrecord"))
+                if name.endswith(SHARD_SUFFIX))
     return round(total / max(1, sum(split["images"] for split in counts.values())), 1)
 
 
