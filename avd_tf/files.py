@@ -32,8 +32,13 @@ def write_json_atomically(path: str, value, *, sort_keys: bool = True) -> None:
     write_text_atomically(path, json.dumps(value, indent=1, sort_keys=sort_keys))
 
 
+def keras_temporary(path: str) -> str:
+    """Where the `.keras` file `path` is written before its rename (Keras requires the suffix)."""
+    return os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+
+
 def save_keras_atomically(model, path: str) -> None:
-    """`model.save(path)` through a temporary name that keeps the `.keras` suffix Keras requires."""
-    tmp = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    """`model.save(path)` through `keras_temporary(path)`."""
+    tmp = keras_temporary(path)
     model.save(tmp)
     os.replace(tmp, path)

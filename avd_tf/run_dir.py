@@ -22,6 +22,7 @@ from typing import Callable
 
 import keras
 
+from avd_tf.files import keras_temporary
 from avd_tf.layout import BACKUP, CONFIG, HISTORY, LOGS, METRICS
 # Below this many bytes of input shards the parsed inputs stay in memory
 # (our choice: the demo and HMDB51-sized data fit, UCF101 frames at full
@@ -77,6 +78,27 @@ class EpochTimer(keras.callbacks.Callback):
 def tensorboard(model_dir: str) -> keras.callbacks.TensorBoard:
     """Keras' TensorBoard callback on `model_dir/logs`: each epoch's scalars, train and validation."""
     return keras.callbacks.TensorBoard(os.path.join(model_dir, LOGS), write_graph=False)
+
+
+class _Publish(keras.callbacks.Callback):
+    def __init__(self, tmp: str, path: str):
+        super().__init__()
+        self.tmp, self.path = tmp, path
+
+    def on_epoch_end(self, epoch, logs=None):
+        if os.path.exists(self.tmp):
+            os.replace(self.tmp, self.path)
+
+
+def model_checkpoint(path: str, **kwargs) -> list[keras.callbacks.Callback]:
+    """`keras.callbacks.ModelCheckpoint(path, **kwargs)` writing through a temporary name.
+
+    ModelCheckpoint saves in place, so a run killed while it saves would leave
+    a half-written model under `path`; here it saves to `keras_temporary(path)`
+    and the second callback renames that file when the epoch ends.
+    """
+    tmp = keras_temporary(path)
+    return [keras.callbacks.ModelCheckpoint(tmp, **kwargs), _Publish(tmp, path)]
 
 
 def read_history(model_dir: str) -> list[dict]:

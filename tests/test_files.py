@@ -52,3 +52,18 @@ def test_shard_names_parse_back_and_temporary_names_do_not(tmp_path):
     assert found == ["test-00000-of-00001.tfrecord", name]
     assert glob.glob(str(tmp_path / layout.shard_glob("test"))) == [
         str(tmp_path / "test-00000-of-00001.tfrecord")]
+
+
+def test_model_checkpoint_publishes_each_epoch_under_the_final_name(tmp_path):
+    from avd_tf.run_dir import model_checkpoint
+
+    path = tmp_path / layout.CLASSIFIER_MODEL
+    seen = []
+    look = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: seen.append(sorted(os.listdir(tmp_path))))
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 1), "float32")
+    model.fit(x, y, epochs=2, callbacks=[*model_checkpoint(str(path)), look], verbose=0)
+    assert seen == [[layout.CLASSIFIER_MODEL]] * 2
+    np.testing.assert_allclose(keras.models.load_model(path)(x), model(x))

@@ -24,6 +24,7 @@ import sys
 from absl import flags
 
 from avd_tf.apps import describe, run_program
+from avd_tf.layout import MANIFEST
 from avd_tf.video import decode, flow
 
 FLAGS = flags.FLAGS
@@ -133,7 +134,7 @@ def main(argv):
             f"{split}: {counts['videos']} of {counts['listed']} videos prepared, "
             f"{counts['frames']} frames, {counts['flow_frames']} flow frames, {counts['failed']} failed"
         )
-    print(f"manifest: {os.path.join(FLAGS.output_dir, prepare.MANIFEST)}")
+    print(f"manifest: {os.path.join(FLAGS.output_dir, MANIFEST)}")
     if prepared == 0:
         sys.exit("avd-prepare: no video could be prepared")
     if 0 <= FLAGS.max_failures < failed:

@@ -54,6 +54,7 @@ from avd_tf.run_dir import (
     PRECISIONS,
     EpochTimer,
     fits_in_memory,
+    model_checkpoint,
     open_run,
     precision,
     read_history,
@@ -289,17 +290,17 @@ def finetune(
     history = read_history(model_dir)
     if select_on == "val":
         best = max((row.get("val_accuracy", -math.inf) for row in history), default=None)
-        checkpoint = keras.callbacks.ModelCheckpoint(
+        checkpoint = model_checkpoint(
             os.path.join(model_dir, CLASSIFIER_MODEL), monitor="val_accuracy", mode="max",
             save_best_only=True, initial_value_threshold=best)
     else:
-        checkpoint = keras.callbacks.ModelCheckpoint(os.path.join(model_dir, CLASSIFIER_MODEL))
+        checkpoint = model_checkpoint(os.path.join(model_dir, CLASSIFIER_MODEL))
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda epoch: lr * lr_decay ** epoch),
         EpochTimer(steps * batch_size, "images"),
         tensorboard(model_dir),
         keras.callbacks.CSVLogger(os.path.join(model_dir, HISTORY), append=True),
-        checkpoint,
+        *checkpoint,
         # Last, so an epoch is marked done only after it is logged and checkpointed.
         keras.callbacks.BackupAndRestore(os.path.join(model_dir, BACKUP)),
     ]
