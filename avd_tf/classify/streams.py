@@ -65,8 +65,8 @@ from avd_tf.classify import dynamic_images as di
 from avd_tf.files import write_json_atomically
 from avd_tf.inputs import augment, sampling
 from avd_tf.inputs.clips import video_dataset
-from avd_tf.inputs.shards import check_flow, list_shards, read_manifest
-from avd_tf.layout import CONFIG, MANIFEST, SHARD_SUFFIX, STREAM_INFO
+from avd_tf.inputs.shards import check_flow, list_shards, manifest_fingerprint, read_manifest
+from avd_tf.layout import CONFIG, SHARD_SUFFIX, STREAM_INFO
 from avd_tf.records import images, schema
 
 STREAMS = ("frame", "flow", "mean", "dynamic", "dynamic_flow", "avd_rgb", "avd_flow")
@@ -154,17 +154,10 @@ def stream_info(stream_dir: str) -> dict:
     return info
 
 
-def _source_fingerprint(data_dir: str) -> str:
-    """Hash of the prepared data's manifest: a re-prepared dataset changes it."""
-    read_manifest(data_dir)  # names the file when it is missing or broken
-    with open(os.path.join(data_dir, MANIFEST), "rb") as f:
-        return _short_hash(f.read())
-
-
 def _parameters(data_dir, stream, avd_model_dir, frames_per_video, window, stride,
                 clips_per_video) -> dict:
     parameters = {"stream": stream, "version": FORMAT_VERSION,
-                  "source": _source_fingerprint(data_dir)}
+                  "source": manifest_fingerprint(data_dir)}
     if stream in ("frame", "flow"):
         if frames_per_video < 1:
             raise ValueError(f"frames_per_video must be >= 1, got {frames_per_video}")

@@ -13,6 +13,7 @@ turns that error into a `DamagedShardError` naming the shard.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -71,6 +72,13 @@ def read_manifest(data_dir: str) -> dict:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("classes"), list):
         raise ValueError(f"{path}: the manifest has no 'classes' list")
     return manifest
+
+
+def manifest_fingerprint(data_dir: str) -> str:
+    """A short hash of `manifest.json`'s bytes: re-preparing the folder changes it."""
+    read_manifest(data_dir)  # names the file when it is missing or broken
+    with open(os.path.join(data_dir, MANIFEST), "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()[:10]
 
 
 def class_names(data_dir: str) -> list[str]:

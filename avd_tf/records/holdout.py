@@ -14,7 +14,6 @@ read, so figures measured on it may choose settings.
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import shutil
 from typing import Callable
@@ -23,18 +22,13 @@ import tensorflow as tf
 
 from avd_tf.files import TMP_SUFFIX, write_json_atomically
 from avd_tf.inputs import holdout
-from avd_tf.inputs.shards import list_shards, read_manifest
+from avd_tf.inputs.shards import list_shards, manifest_fingerprint, read_manifest
 from avd_tf.layout import MANIFEST, PROGRESS_DIR, shard_glob, shard_name
 from avd_tf.records import schema, shards
 from avd_tf.records.prepare import build_manifest
 
 HOLDOUT_KEY = "holdout"
 SPLITS = ("train", "test")
-
-
-def _manifest_hash(data_dir: str) -> str:
-    with open(os.path.join(data_dir, MANIFEST), "rb") as f:
-        return hashlib.sha1(f.read()).hexdigest()[:10]
 
 
 def _existing(output_dir: str, record: dict) -> dict | None:
@@ -83,7 +77,7 @@ def holdout_folder(data_dir: str, output_dir: str, *, fraction: float = 0.2, see
     split = holdout.split_videos(labels, fraction, seed)
     record = {
         "source": os.path.abspath(data_dir),
-        "source_manifest": _manifest_hash(data_dir),
+        "source_manifest": manifest_fingerprint(data_dir),
         "fraction": float(fraction),
         "seed": int(seed),
         "groups": split.groups,
