@@ -270,6 +270,7 @@ def test_grid_and_mean_std():
     (["--rec_losses", "sum,median"], "unknown 'median'"),
     ([], "no manifest"),
 ])
+@pytest.mark.slow
 def test_program_refuses_bad_input_in_one_line(args, expected, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -304,18 +305,18 @@ def test_readme_section_gets_the_table_and_plot(ablation, tmp_path):
 def test_widths_axis_sets_both_networks_and_the_control():
     from avd_tf.ablate.grid import config_overrides, folder_name
 
-    grid = Grid(lams=(0.1,), widths=(None, "16-32-32-32"))
+    grid = Grid(lams=(0.1,), widths=(None, "8-16-16-16"))
     cells = grid.cells()
-    assert [cell["widths"] for cell in cells] == ["8-16-16-16", "16-32-32-32"]
-    assert [arch["widths"] for arch in grid.architectures()] == ["8-16-16-16", "16-32-32-32"]
-    assert grid.label(cells[1]) == "widths=16-32-32-32 lam=0.1"
-    assert folder_name(cells[1]) == "small_T8_w16-32-32-32_lam0.1_sum_nonsaturating"
+    assert [cell["widths"] for cell in cells] == ["16-32-32-32", "8-16-16-16"]
+    assert [arch["widths"] for arch in grid.architectures()] == ["16-32-32-32", "8-16-16-16"]
+    assert grid.label(cells[1]) == "widths=8-16-16-16 lam=0.1"
+    assert folder_name(cells[1]) == "small_T8_w8-16-16-16_lam0.1_sum_nonsaturating"
     overrides = config_overrides(cells[1])
-    assert overrides["encoder_filters"] == (16, 32, 32, 32)
-    assert overrides["decoder_filters"] == (32, 32, 32, 16)
+    assert overrides["encoder_filters"] == (8, 16, 16, 16)
+    assert overrides["decoder_filters"] == (16, 16, 16, 8)
     assert "preset" not in overrides and "widths" not in overrides
     # The preset's widths named explicitly are the same cell as None.
-    assert len(Grid(lams=(0.1,), widths=(None, "8-16-16-16")).cells()) == 1
+    assert len(Grid(lams=(0.1,), widths=(None, "16-32-32-32")).cells()) == 1
 
 
 def test_extra_cells_change_the_first_cell():
@@ -324,7 +325,7 @@ def test_extra_cells_change_the_first_cell():
     grid = Grid(lams=(0.5, 1.0), extra=parse_cells("rec_loss=mean; lam=1.0,gen_loss=saturating"))
     cells = grid.cells()
     assert len(cells) == 4
-    assert cells[2] == {"preset": "small", "num_frames": 8, "widths": "8-16-16-16", "lam": 0.5,
+    assert cells[2] == {"preset": "small", "num_frames": 8, "widths": "16-32-32-32", "lam": 0.5,
                         "rec_loss": "mean", "gen_loss": "nonsaturating"}
     assert cells[3]["lam"] == 1.0 and cells[3]["gen_loss"] == "saturating"
     assert grid.label(cells[2]) == "lam=0.5 rec=mean gen=nonsaturating"

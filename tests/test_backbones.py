@@ -41,6 +41,7 @@ def _first_kernel(model):
 
 
 @pytest.mark.parametrize("name", list(SMALL_SIZES))
+@pytest.mark.slow
 def test_classifier_builds_and_trains_one_step(name):
     _require(name)
     size = SMALL_SIZES[name]
@@ -54,6 +55,7 @@ def test_classifier_builds_and_trains_one_step(name):
 
 
 @pytest.mark.parametrize("name", ["alexnet", "resnet50"])
+@pytest.mark.slow
 def test_flow_cross_modality_init_from_local_weights(name, tmp_path):
     rgb = backbones.build_backbone(name, weights="none", input_size=64)
     path = tmp_path / f"{name}.weights.h5"
@@ -138,6 +140,7 @@ def test_registry_errors_and_sizes(tmp_path):
         backbones.build_classifier("alexnet", 3, weights=str(bad), input_size=64)
 
 
+@pytest.mark.slow
 def test_partial_bn_freezes_all_batch_norm_but_the_first(tmp_path):
     path = tmp_path / "resnet50.weights.h5"
     backbones.build_backbone("resnet50", weights="none", input_size=64).save_weights(path)

@@ -39,6 +39,7 @@ def files(folder):
     return out
 
 
+@pytest.mark.slow
 def test_direct_runner_writes_the_local_runners_bytes(listed, tmp_path):
     dataset = load(listed)
     # A split without videos still gets its (empty) shard.
@@ -72,6 +73,7 @@ def test_direct_runner_writes_the_local_runners_bytes(listed, tmp_path):
     assert files(resumed) == reference
 
 
+@pytest.mark.slow
 def test_multi_processing_workers_write_the_local_runners_bytes(listed, tmp_path):
     dataset = load(listed)
     videos = str(listed / "videos")
@@ -84,6 +86,7 @@ def test_multi_processing_workers_write_the_local_runners_bytes(listed, tmp_path
     assert files(tmp_path / "beam") == files(tmp_path / "local")
 
 
+@pytest.mark.slow
 def test_app_runs_the_beam_pipeline(listed, tmp_path):
     out = tmp_path / "beam"
     result = subprocess.run(

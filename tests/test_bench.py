@@ -41,6 +41,7 @@ REQUIRED = (
 )
 
 
+@pytest.mark.slow
 def test_avd_bench_writes_every_figure(tmp_path):
     output = tmp_path / "bench.json"
     readme = tmp_path / "README.md"
@@ -93,6 +94,7 @@ def test_readme_without_the_section_is_refused_with_its_name(tmp_path):
 
 
 @pytest.mark.parametrize("preset", ["small", "paper"])
+@pytest.mark.slow
 def test_profiler_count_agrees_with_layer_shapes(preset):
     config = get_preset(preset)
     analytic = flops.analytic_train_flops(config)

@@ -10,6 +10,8 @@ TensorFlow, which takes 10-20 s on 2 cores).
 """
 from __future__ import annotations
 
+import fnmatch
+
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +31,8 @@ TINY_AVD = ["--preset", "small", "--num_frames", "8", "--image_size", "32", "--e
 TINY_CLASSIFIER = ["--backbone", "alexnet", "--weights", "none", "--input_size", "64",
                    "--epochs", "1", "--steps_per_epoch", "1", "--batch_size", "4", "--noprogress"]
 NOT_A_FOLDER = "Not a directory (a file stands where the path needs a folder)"
+# Which video is named first depends on the seeded shard order: '*' matches it.
+NO_FLOW = "{w}/rgb/manifest.json: video 'train/*' has no optical flow frames"
 
 # (case, argv, text of the last stderr line after "<program>: "); {w} is the work folder:
 # videos/, flow/ and rgb/ (prepared with and without flow), avd_flow/ (avd-train),
@@ -61,7 +65,7 @@ CASES = [
                                        "{w}/out6"], "{w}/videos/manifest.json: no manifest"),
     ("train flow on data without flow", ["avd-train", "--data_dir", "{w}/rgb", "--model_dir",
                                          "{w}/out7", "--stream", "flow", *TINY_AVD],
-     "{w}/rgb/manifest.json: video 'train/TranslateLeft/TranslateLeft_0' has no optical flow"),
+     NO_FLOW),
     ("train into a path under a file", ["avd-train", "--data_dir", "{w}/rgb", "--model_dir",
                                         "{w}/afile/m"], "{w}/afile/m: " + NOT_A_FOLDER),
     ("distill with a prepared folder as model", ["avd-distill", "--model_dir", "{w}/rgb",
@@ -74,7 +78,7 @@ CASES = [
     ("distill a flow model on data without flow", ["avd-distill", "--model_dir", "{w}/avd_flow",
                                                    "--data_dir", "{w}/rgb", "--output_dir",
                                                    "{w}/out10", "--noprogress"],
-     "{w}/rgb/manifest.json: video 'train/TranslateLeft/TranslateLeft_0' has no optical flow"),
+     NO_FLOW),
     ("distill a text file as video", ["avd-distill", "--model_dir", "{w}/avd_flow", "--video",
                                       "{w}/notes.txt", "--output", "{w}/notes.png"],
      "{w}/notes.txt: OpenCV cannot open it"),
@@ -106,7 +110,7 @@ CASES = [
     ("evaluate flow on data without flow", ["avd-evaluate", "--model_dirs", "{w}/cls_flow",
                                             "--data_dir", "{w}/rgb", "--output", "{w}/out18",
                                             "--noprogress"],
-     "{w}/rgb/manifest.json: video 'train/TranslateLeft/TranslateLeft_0' has no optical flow"),
+     NO_FLOW),
     ("evaluate into a path under a file", ["avd-evaluate", "--model_dirs", "{w}/cls_flow",
                                            "--output", "{w}/afile/r.json", "--noprogress"],
      "{w}/afile: File exists (a file stands where the path needs a folder)"),
@@ -169,4 +173,4 @@ def test_program_fails_with_one_line(results, work, case, argv, expected):
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"{argv[0]}: "), result.stderr[-3000:]
-    assert expected.format(w=work) in last, last
+    assert fnmatch.fnmatchcase(last, f"*{expected.format(w=work)}*"), last

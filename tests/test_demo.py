@@ -27,6 +27,7 @@ def run_demo(output_dir, *extra):
     return run.stdout
 
 
+@pytest.mark.slow
 def test_bad_settings_end_with_one_clear_line(tmp_path):
     run = subprocess.run([sys.executable, "-m", "avd_tf.apps.demo", "--output_dir", str(tmp_path),
                           "--videos_per_class", "2"], capture_output=True, text=True, timeout=300)

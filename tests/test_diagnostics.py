@@ -87,6 +87,7 @@ def test_eq1_reduction(rec_loss):
 
 
 @pytest.mark.parametrize("gen_loss", ["nonsaturating", "saturating"])
+@pytest.mark.slow
 def test_generator_loss_form_and_gradient_ratio(gen_loss):
     """gen_loss is Eq. 2's E side in the chosen form; grad_ratio compares Eq. 3's two terms at E's output."""
     model, clips, real = model_and_batch(gen_loss=gen_loss, lam=0.5)

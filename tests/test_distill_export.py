@@ -150,6 +150,7 @@ def test_import_avd_tf_stays_light():
 
 # The programs start here, so that they run while the in-process tests do.
 @pytest.mark.usefixtures("programs")
+@pytest.mark.slow
 def test_one_clip_of_any_length_and_size_matches_the_dataset_path(data_dir, rgb_model_dir):
     encoder = distill.load_encoder(rgb_model_dir)
     _, frames, _ = stored_video(data_dir, ODD_ID)
@@ -170,6 +171,7 @@ def test_one_clip_of_any_length_and_size_matches_the_dataset_path(data_dir, rgb_
     np.testing.assert_array_equal(avd_tf.distill(rgb_model_dir, frames), image)
 
 
+@pytest.mark.slow
 def test_flow_clips_in_pixels_or_quantised_give_the_same_image(data_dir, flow_model_dir):
     encoder = distill.load_encoder(flow_model_dir)
     assert distill.encoder_spec(encoder) == distill.EncoderSpec("flow", 8, SIZE, 2)
@@ -206,6 +208,7 @@ def read_split(stream_dir, split):
     return list(distill.read_images(str(stream_dir), split))
 
 
+@pytest.mark.slow
 def test_distill_dataset_writes_every_clip_with_its_label_and_stream_json(
         data_dir, rgb_model_dir, tmp_path):
     output = tmp_path / "distilled"
@@ -312,6 +315,7 @@ def test_flow_colour_coding_and_grids():
         visualize.image_grid([np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4, 3), np.uint8)], 2)
 
 
+@pytest.mark.slow
 def test_distil_one_video_file_with_the_program(rgb_model_dir, flow_model_dir, tmp_path):
     """avd-distill --video: a real AVI in, the centre clip's image out; bad files named in one line."""
     clip = synthetic.render_video(CLASSES[0], seed=5, frames=20, size=48)

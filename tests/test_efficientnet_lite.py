@@ -220,6 +220,7 @@ def test_small_headless_backbone_shares_the_weights(imagenet_model):
         imagenet_model.get_layer("head_conv").get_weights()[0])
 
 
+@pytest.mark.slow
 def test_random_model_runs_and_round_trips(tmp_path):
     model = efficientnet_lite0(weights=None, classes=7)
     image = np.random.default_rng(0).uniform(0, 255, (1, 224, 224, 3)).astype("float32")

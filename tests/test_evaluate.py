@@ -278,6 +278,7 @@ def _run(module, *args):
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_evaluate_program(setup):
     tmp = setup["tmp"]
     os.remove(os.path.join(setup["flow"], "config.json"))
@@ -396,6 +397,7 @@ def test_protocol_end_to_end(tmp_path, ucf_like):
         epochs=1, batch_size=2))[2])
 
 
+@pytest.mark.slow
 def test_protocol_program_reports_a_failing_stage(tmp_path, ucf_like):
     """A real subprocess stage: avd-finetune refuses an unknown backbone, the protocol stops there."""
     out = _run("avd_tf.apps.protocol", "--dataset", "ucf101", "--video_dir", str(ucf_like / "videos"),

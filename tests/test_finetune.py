@@ -48,6 +48,7 @@ def history_rows(model_dir):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_two_epochs_write_model_config_metrics(data_dir, tmp_path):
     model_dir = str(tmp_path / "run")
     lines = []
@@ -96,6 +97,7 @@ def test_two_epochs_write_model_config_metrics(data_dir, tmp_path):
                     lr=0.01, progress=False)
 
 
+@pytest.mark.slow
 def test_efficientnet_lite0_imagenet_one_epoch(data_dir, tmp_path):
     model_dir = str(tmp_path / "eff")
     metrics = ft.finetune(data_dir, "frame", model_dir, backbone="efficientnet_lite0",
@@ -210,6 +212,7 @@ def test_killed_run_resumes_at_the_next_epoch(data_dir, tmp_path, rule):
     assert printed["select_on"] == rule and printed["selected_epoch"] == selected["epoch"]
 
 
+@pytest.mark.slow
 def test_avd_stream_without_model_dir(data_dir, tmp_path):
     with pytest.raises(ValueError, match="'avd_rgb' needs avd_model_dir"):
         ft.finetune(data_dir, "avd_rgb", str(tmp_path / "a"), backbone="alexnet",

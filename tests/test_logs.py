@@ -46,6 +46,7 @@ def test_training_writes_one_plain_line_per_epoch(tmp_path):
     assert len(re.findall(r"^2/2 - \d+s - .*loss", text, re.M)) == 2
 
 
+@pytest.mark.slow
 def test_preparation_writes_a_line_every_few_percent(tmp_path):
     write_motion_videos(tmp_path / "videos", CLASSES, 8, 32)
     text = logged(tmp_path, [

@@ -314,6 +314,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_matches_one_device(video, tmp_path):
     clips, real = batch(video, size=8)
     np.savez(tmp_path / "data.npz", clips=clips, real=real)
@@ -338,6 +339,7 @@ def test_mirrored_strategy_matches_one_device(video, tmp_path):
     assert result["max_diff"] < 1e-5 and result["min_move"] > 0
 
 
+@pytest.mark.slow
 def test_xla_step_matches_default_step(video):
     clips, real = batch(video)
     logs = []

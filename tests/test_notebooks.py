@@ -31,17 +31,20 @@ def work(tmp_path_factory):
     return tmp_path_factory.mktemp("notebooks")
 
 
+@pytest.mark.slow
 def test_quickstart_distills_and_classifies(work):
     text = outputs_text(run_notebook("01_quickstart.ipynb", work, AVD_NB_EPOCHS="1", AVD_NB_STEPS="2"))
     assert "distilled image: (32, 32, 3) uint8" in text
     assert "AVD image    : [(" in text
 
 
+@pytest.mark.slow
 def test_train_avd_compares_lambdas(work):
     text = outputs_text(run_notebook("02_train_avd.ipynb", work, AVD_NB_STEPS="3", AVD_NB_LAMBDAS="1.0,0.5"))
     assert "lam=1.0: " in text and "lam=0.5: " in text and "rec_loss=" in text
 
 
+@pytest.mark.slow
 def test_reproduce_runs_the_protocol_on_demo_data(work):
     text = outputs_text(run_notebook("03_reproduce_ucf101.ipynb", work, AVD_NB_QUICK="1"))
     assert "AVD (RGB)" in text and "RGB" in text

@@ -43,6 +43,7 @@ def ucf_args(root, out, *extra):
             "--output_dir", out, *extra]
 
 
+@pytest.mark.slow
 def test_prepare_writes_shards_flow_and_manifest(ucf_like, tmp_path):
     out = tmp_path / "prepared"
     run_prepare(*ucf_args(ucf_like, out, "--size", 32, "--workers", 2, "--videos_per_shard", 2))
@@ -90,6 +91,7 @@ def add_bad_videos(root):
         f.write("Jump/v_Jump_g05_c01.avi\r\n")
 
 
+@pytest.mark.slow
 def test_bad_input_never_crashes_and_is_reported(ucf_like, tmp_path):
     add_bad_videos(ucf_like)
     out = tmp_path / "prepared"
@@ -116,6 +118,7 @@ def test_bad_input_never_crashes_and_is_reported(ucf_like, tmp_path):
     assert strict.returncode != 0 and "--max_failures" in strict.stderr
 
 
+@pytest.mark.slow
 def test_exit_status_non_zero_when_nothing_prepared(tmp_path):
     root = tmp_path / "broken"
     (root / "Only").mkdir(parents=True)
@@ -125,6 +128,7 @@ def test_exit_status_non_zero_when_nothing_prepared(tmp_path):
     assert result.returncode != 0 and "no video could be prepared" in result.stderr
 
 
+@pytest.mark.slow
 def test_dry_run_lists_missing_files_and_ends_with_json(ucf_like):
     os.remove(ucf_like / "videos" / "MoveLeft" / "v_MoveLeft_g02_c01.avi")
     result = run_prepare("--dataset", "ucf101", "--video_dir", ucf_like / "videos",
@@ -140,6 +144,7 @@ def test_dry_run_lists_missing_files_and_ends_with_json(ucf_like):
     assert json.loads(ok.stdout.strip().splitlines()[-1])["train"]["missing"] == 0
 
 
+@pytest.mark.slow
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     root = tmp_path / "folder"
     for c, name in enumerate(["left", "right"]):
@@ -176,6 +181,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     assert not [n for n in os.listdir(resumed) if ".tmp" in n]
 
 
+@pytest.mark.slow
 def test_changed_settings_are_refused(ucf_like, tmp_path):
     out = tmp_path / "p"
     run_prepare(*ucf_args(ucf_like, out, "--size", 24, "--flow", "none"))
@@ -183,6 +189,7 @@ def test_changed_settings_are_refused(ucf_like, tmp_path):
     assert result.returncode != 0 and "other settings" in result.stderr
 
 
+@pytest.mark.slow
 def test_flow_algorithm_is_recorded_and_never_mixed_on_resume(ucf_like, tmp_path):
     from avd_tf.layout import PROGRESS_DIR
     from avd_tf.video import flow

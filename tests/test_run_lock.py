@@ -63,6 +63,7 @@ def test_a_live_run_is_refused_by_every_program(holder, tmp_path):
     assert json.loads((folder / run_lock.LOCK_FILE).read_text())["pid"] == process.pid
 
 
+@pytest.mark.slow
 def test_the_lock_of_a_killed_run_is_taken_over(holder, tmp_path):
     folder, process = holder
     process.send_signal(signal.SIGKILL)

@@ -62,6 +62,7 @@ def last_line(result):
     return result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_manifest_records_each_shard_size_and_sha256(prepared):
     out = prepared[1]
     files = json.loads((out / "manifest.json").read_text())["shard_files"]
@@ -72,6 +73,7 @@ def test_manifest_records_each_shard_size_and_sha256(prepared):
         assert files[name] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
+@pytest.mark.slow
 def test_prepare_again_redoes_truncated_and_corrupted_shards(prepared, copy):
     videos, original = prepared
     truncate(copy / SHARD)
@@ -89,6 +91,7 @@ def test_prepare_again_redoes_truncated_and_corrupted_shards(prepared, copy):
             assert (copy / name).read_bytes() == (original / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_train_names_a_corrupted_shard(copy, tmp_path):
     flip_byte(copy / SHARD)
     result = run("avd-train", "--data_dir", copy, "--model_dir", tmp_path / "avd",
@@ -103,6 +106,7 @@ def test_train_names_a_corrupted_shard(copy, tmp_path):
         rf"\d+\); re-run avd-prepare on {re.escape(str(copy))} to rebuild it", last_line(result))
 
 
+@pytest.mark.slow
 def test_finetune_names_a_corrupted_shard(copy, tmp_path):
     flip_byte(copy / SHARD)
     result = run("avd-finetune", "--data_dir", copy, "--model_dir", tmp_path / "frame",
@@ -115,6 +119,7 @@ def test_finetune_names_a_corrupted_shard(copy, tmp_path):
 
 
 @pytest.mark.parametrize("program", ["avd-train", "avd-finetune", "avd-distill"])
+@pytest.mark.slow
 def test_a_truncated_shard_is_named_before_anything_runs(copy, tmp_path, program):
     """The sizes are checked at the start, before any model is read or built."""
     size = os.path.getsize(copy / SHARD)
@@ -147,6 +152,7 @@ def test_folders_prepared_without_the_record_are_not_checked(copy):
     assert "sha256" in shards.damage(str(copy), "test-00000-of-00001.tfrecord")
 
 
+@pytest.mark.slow
 def test_finetune_names_a_corrupted_stream_cache_shard(copy, tmp_path):
     """A cached image stream is not avd-prepare's: its remedy is to compute it again."""
     from avd_tf.classify.streams import ensure_stream

@@ -137,6 +137,7 @@ def trained(data_dir, tmp_path_factory, background):
             "data_dir": data_dir}
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_at_the_epoch_where_it_stopped(trained):
     killed, second, model_dir = trained["killed"], trained["second"], trained["model_dir"]
     assert killed["returncode"] == -signal.SIGKILL
@@ -252,6 +253,7 @@ def free_ports(count):
             sock.close()
 
 
+@pytest.mark.slow
 def test_two_workers_take_the_first_step_of_one_device(data_dir, tmp_path):
     """avd-train on two worker processes (multi_worker_mirrored, TF_CONFIG on localhost).
 

@@ -40,6 +40,7 @@ def avd_model(root, source):
 
 
 @pytest.mark.parametrize("source", ["rgb", "flow"])
+@pytest.mark.slow
 def test_saved_video_classifier_gives_avd_evaluates_video_scores(data_dir, tmp_path, source):
     stream = f"avd_{source}"
     avd_dir = avd_model(tmp_path, source)
@@ -87,6 +88,7 @@ def test_saved_video_classifier_gives_avd_evaluates_video_scores(data_dir, tmp_p
                                atol=1e-6)
 
 
+@pytest.mark.slow
 def test_only_avd_classifiers_export_and_the_program_says_why(data_dir, tmp_path):
     classifier_dir = str(tmp_path / "frame_classifier")
     finetune(data_dir, "frame", classifier_dir, backbone="alexnet", weights="none", epochs=1,
@@ -103,6 +105,7 @@ def test_only_avd_classifiers_export_and_the_program_says_why(data_dir, tmp_path
     assert run.stderr.strip().splitlines()[-1].startswith(f"avd-export: {classifier_dir}/config.json")
 
 
+@pytest.mark.slow
 def test_the_signatures_say_what_input_they_expect(data_dir, tmp_path):
     classifier_dir = str(tmp_path / "classifier")
     finetune(data_dir, "avd_rgb", classifier_dir, backbone="alexnet", weights="none", epochs=1,

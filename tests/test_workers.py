@@ -82,6 +82,7 @@ def test_worker_killed_inside_a_video_fails_that_video_only_and_the_run_resumes(
     assert failures_and_kept(out) == (failures, kept)
 
 
+@pytest.mark.slow
 def test_video_over_the_timeout_is_stopped_and_recorded(tmp_path):
     videos(tmp_path / "videos")
     out = tmp_path / "prepared"
@@ -93,6 +94,7 @@ def test_video_over_the_timeout_is_stopped_and_recorded(tmp_path):
     assert kept == KEPT
 
 
+@pytest.mark.slow
 def test_a_timeout_of_zero_is_refused_in_one_line(tmp_path):
     videos(tmp_path / "videos")
     bad = subprocess.run(command(tmp_path / "videos", tmp_path / "out", "--video_timeout", 0),
@@ -110,10 +112,11 @@ def test_death_reason_names_the_signal(exitcode, reason):
 
 
 @pytest.mark.skipif(flow.cuda_available(), reason="this OpenCV build has CUDA TV-L1")
-def test_a_worker_that_cannot_start_stops_the_run_in_one_line(tmp_path):
+@pytest.mark.slow
+def test_an_unavailable_flow_device_stops_the_run_in_one_line(tmp_path):
     videos(tmp_path / "videos")
     result = subprocess.run(command(tmp_path / "videos", tmp_path / "out", "--flow_device", "cuda"),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(
-        "avd-prepare: a preparation worker failed to start: RuntimeError: flow device 'cuda' requested")
+        "avd-prepare: flow device 'cuda' requested but this OpenCV build has no CUDA TV-L1")

@@ -212,7 +212,10 @@ def plan_run(
     if previous is None or SHARD_ORDER in previous:
         settings[SHARD_ORDER] = SHARD_ORDER_SEED
     if options.flow == "tvl1" and (previous is None or FLOW_ALGORITHM in previous):
-        settings[FLOW_ALGORITHM] = flow.algorithm(options.flow_device)
+        try:
+            settings[FLOW_ALGORITHM] = flow.algorithm(options.flow_device)
+        except (RuntimeError, ValueError) as error:  # no CUDA TV-L1, or no cv2.optflow
+            raise PrepareError(str(error)) from None
     _check_settings(output_dir, settings)
     stale = shards.remove_stale(output_dir)
     if stale:
