@@ -8,7 +8,7 @@ TensorBoard (their names: `avd_tf.layout`). `open_run` refuses a model_dir
 that holds another run and finds a finished one; `start_run` clears what a
 fresh start must not inherit or says where a resumed run goes on. The
 settings both programs share live here too: the in-memory caching rule, the
-precision flag's values (`set_precision`), the epoch timer and the
+precision flag's values (`precision`), the epoch timer and the
 TensorBoard callback.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ import keras
 
 from avd_tf.files import keras_temporary
 from avd_tf.layout import BACKUP, CONFIG, HISTORY, LOGS, METRICS
+
 # Below this many bytes of input shards the parsed inputs stay in memory
 # (our choice: the demo and HMDB51-sized data fit, UCF101 frames at full
 # size and Kinetics would not).
@@ -36,11 +37,16 @@ def fits_in_memory(shard_paths) -> bool:
     return sum(os.path.getsize(path) for path in shard_paths) <= CACHE_LIMIT_BYTES
 
 
+def check_precision(name: str) -> None:
+    """Refuses a precision flag value that is not one of PRECISIONS."""
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown mixed precision {name!r}; expected one of {PRECISIONS}")
+
+
 @contextlib.contextmanager
 def precision(name: str):
     """Models built inside use dtype policy `name` (one of PRECISIONS; "none": float32)."""
-    if name not in PRECISIONS:
-        raise ValueError(f"unknown mixed precision {name!r}; expected one of {PRECISIONS}")
+    check_precision(name)
     policy = keras.config.dtype_policy()
     if name != "none":
         keras.config.set_dtype_policy(name)

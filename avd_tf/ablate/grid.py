@@ -2,9 +2,9 @@
 
 Each axis lists values of one AVDConfig field (`lam`, `rec_loss`,
 `gen_loss`, `num_frames`), E's widths or the preset; a cell is one value
-per axis. `num_frames` None means the preset's clip length; `widths` ("16-32-32-32":
-E's widths but the last, D mirrors them as the presets do) None the preset's. `extra` adds single
-cells outside the product: each changes some fields of the first cell
+per axis. `num_frames` None means the preset's clip length; `widths`
+("16-32-32-32": E's widths but the last, D mirrors them as the presets do)
+None the preset's. `extra` adds single cells outside the product: each changes some fields of the first cell
 (every axis at its first value), e.g. {"rec_loss": "mean"}.
 """
 from __future__ import annotations
@@ -13,8 +13,7 @@ import dataclasses
 import itertools
 
 from avd_tf.models.avd import GEN_LOSSES, REC_LOSSES
-from avd_tf.models.presets import PRESETS
-from avd_tf.models.presets import get_preset
+from avd_tf.models.presets import PRESETS, get_preset
 
 # Axis name -> the AVDConfig field it sets, in the order cells are named.
 AXES = {"presets": "preset", "num_frames": "num_frames", "widths": "widths", "lams": "lam",

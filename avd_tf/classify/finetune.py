@@ -32,7 +32,6 @@ finished run with the same config is not trained again.
 """
 from __future__ import annotations
 
-import glob
 import math
 import os
 import time
@@ -48,11 +47,11 @@ from avd_tf.files import write_json_atomically
 from avd_tf.inputs import holdout
 from avd_tf.inputs.augment import check_flip
 from avd_tf.inputs.shards import list_shards
-from avd_tf.layout import BACKUP, CLASSIFIER_MODEL, CONFIG, HISTORY, METRICS, shard_glob
+from avd_tf.layout import BACKUP, CLASSIFIER_MODEL, CONFIG, HISTORY, METRICS
 from avd_tf.records import images
 from avd_tf.run_dir import (
-    PRECISIONS,
     EpochTimer,
+    check_precision,
     fits_in_memory,
     model_checkpoint,
     open_run,
@@ -195,8 +194,7 @@ def finetune(
             raise ValueError(f"{name} must be >= 1, got {value}")
     if steps_per_epoch is not None and steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-    if mixed_precision not in PRECISIONS:
-        raise ValueError(f"unknown mixed precision {mixed_precision!r}; expected one of {PRECISIONS}")
+    check_precision(mixed_precision)
     if select_on not in SELECTION_RULES:
         raise ValueError(f"select_on must be one of {', '.join(SELECTION_RULES)}, "
                          f"got {select_on!r}")
@@ -258,7 +256,7 @@ def finetune(
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    cache = fits_in_memory(glob.glob(os.path.join(stream_dir, shard_glob())))
+    cache = fits_in_memory(list_shards(stream_dir, "train") + list_shards(stream_dir, "test"))
     train = streams.stream_dataset(
         stream_dir, "train", size=size, training=True, batch_size=batch_size, seed=seed,
         cache=cache, flip=flip,

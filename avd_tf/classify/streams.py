@@ -66,7 +66,7 @@ from avd_tf.files import write_json_atomically
 from avd_tf.inputs import augment, sampling
 from avd_tf.inputs.clips import video_dataset
 from avd_tf.inputs.shards import check_flow, list_shards, manifest_fingerprint, read_manifest
-from avd_tf.layout import CONFIG, SHARD_SUFFIX, STREAM_INFO
+from avd_tf.layout import CONFIG, STREAM_INFO
 from avd_tf.records import images, schema
 
 STREAMS = ("frame", "flow", "mean", "dynamic", "dynamic_flow", "avd_rgb", "avd_flow")
@@ -445,8 +445,7 @@ def ensure_stream(
 
 def _bytes_per_image(stream_dir: str, counts: dict) -> float:
     """Shard bytes over images (mirror images included): what the cache costs per image."""
-    total = sum(os.path.getsize(os.path.join(stream_dir, name)) for name in os.listdir(stream_dir)
-                if name.endswith(SHARD_SUFFIX))
+    total = sum(os.path.getsize(path) for split in SPLITS for path in list_shards(stream_dir, split))
     return round(total / max(1, sum(split["images"] for split in counts.values())), 1)
 
 

@@ -71,8 +71,8 @@ from avd_tf.models.presets import (
     stream_overrides,
 )
 from avd_tf.run_dir import (
-    PRECISIONS,
     EpochTimer,
+    check_precision,
     fits_in_memory,
     open_run,
     precision,
@@ -334,9 +334,7 @@ def train_avd(
     started = time.time()
     if stream not in STREAM_CHANNELS:
         raise ValueError(f"unknown stream {stream!r}; expected one of {sorted(STREAM_CHANNELS)}")
-    if mixed_precision not in PRECISIONS:
-        raise ValueError(f"unknown mixed precision {mixed_precision!r}; "
-                         f"expected one of {PRECISIONS}")
+    check_precision(mixed_precision)
     if distribution_strategy not in STRATEGIES:
         raise ValueError(f"unknown distribution strategy {distribution_strategy!r}; "
                          f"expected one of {STRATEGIES}")

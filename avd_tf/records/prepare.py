@@ -76,9 +76,9 @@ def _previous_settings(output_dir: str) -> dict | None:
         return json.load(f)
 
 
-def _check_settings(output_dir: str, settings: dict) -> None:
+def _check_settings(output_dir: str, settings: dict, previous: dict | None) -> None:
+    """Refuses settings that differ from `previous` (`_previous_settings`); records new ones."""
     path = os.path.join(output_dir, PROGRESS_DIR, SETTINGS)
-    previous = _previous_settings(output_dir)
     if previous is not None:
         if previous != settings:
             changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
@@ -216,7 +216,7 @@ def plan_run(
             settings[FLOW_ALGORITHM] = flow.algorithm(options.flow_device)
         except (RuntimeError, ValueError) as error:  # no CUDA TV-L1, or no cv2.optflow
             raise PrepareError(str(error)) from None
-    _check_settings(output_dir, settings)
+    _check_settings(output_dir, settings, previous)
     stale = shards.remove_stale(output_dir)
     if stale:
         log(f"removed {stale} partial file(s) left by an interrupted run")

@@ -46,6 +46,16 @@ def _cpu_tvl1():
     return cv2.optflow.DualTVL1OpticalFlow_create()
 
 
+def _cpu_parameters() -> dict:
+    """The CPU Dual TV-L1's default parameters, which both devices use."""
+    cpu = _cpu_tvl1()
+    return {"tau": cpu.getTau(), "lambda": cpu.getLambda(), "theta": cpu.getTheta(),
+            "scales": cpu.getScalesNumber(), "warps": cpu.getWarpingsNumber(),
+            "epsilon": cpu.getEpsilon(), "scale_step": cpu.getScaleStep(),
+            "iterations": cpu.getInnerIterations() * cpu.getOuterIterations(),
+            "median_filtering": cpu.getMedianFiltering()}
+
+
 def algorithm(device: str) -> dict:
     """What computes the flow on `device`: the resolved device, OpenCV's version and TV-L1's parameters.
 
@@ -53,13 +63,9 @@ def algorithm(device: str) -> dict:
     mix two flow algorithms unnoticed.
     """
     resolved = resolve_device(device)
-    cpu = _cpu_tvl1()
-    parameters = {"tau": cpu.getTau(), "lambda": cpu.getLambda(), "theta": cpu.getTheta(),
-                  "scales": cpu.getScalesNumber(), "warps": cpu.getWarpingsNumber(),
-                  "epsilon": cpu.getEpsilon(), "scale_step": cpu.getScaleStep(),
-                  "iterations": cpu.getInnerIterations() * cpu.getOuterIterations(),
-                  # OpenCV's CUDA TV-L1 has no median filtering of the flow.
-                  "median_filtering": cpu.getMedianFiltering() if resolved == "cpu" else 0}
+    parameters = _cpu_parameters()
+    if resolved == "cuda":  # OpenCV's CUDA TV-L1 has no median filtering of the flow.
+        parameters["median_filtering"] = 0
     return {"device": resolved, "opencv": cv2.__version__,
             **{key: round(float(value), 6) for key, value in parameters.items()}}
 
@@ -76,18 +82,13 @@ class TVL1:
 
     def __init__(self, device: str = "auto"):
         self.device = resolve_device(device)
-        cpu = _cpu_tvl1() if self.device == "cpu" or hasattr(cv2, "optflow") else None
         if self.device == "cuda":
-            if cpu is None:
-                self._impl = cv2.cuda.OpticalFlowDual_TVL1_create()
-            else:
-                self._impl = cv2.cuda.OpticalFlowDual_TVL1_create(
-                    cpu.getTau(), cpu.getLambda(), cpu.getTheta(), cpu.getScalesNumber(),
-                    cpu.getWarpingsNumber(), cpu.getEpsilon(),
-                    cpu.getInnerIterations() * cpu.getOuterIterations(), cpu.getScaleStep(),
-                    cpu.getGamma())
+            p = _cpu_parameters()
+            self._impl = cv2.cuda.OpticalFlowDual_TVL1_create(
+                p["tau"], p["lambda"], p["theta"], p["scales"], p["warps"], p["epsilon"],
+                p["iterations"], p["scale_step"])
         else:
-            self._impl = cpu
+            self._impl = _cpu_tvl1()
 
     def calc(self, prev_gray: np.ndarray, next_gray: np.ndarray) -> np.ndarray:
         if self.device == "cuda":
