@@ -70,15 +70,15 @@ def ablation(data_dir, tmp_path_factory):
         with open(path, "wb") as f:
             f.write(b"not a TFRecord")
     output = str(root / "out")
-    kwargs = dict(avd_epochs=1, avd_steps_per_epoch=2, finetune_settings=TINY_FINETUNE,
-                  eval_on="val", progress=False)
+    kwargs = dict(avd_steps_per_epoch=2, finetune_settings=TINY_FINETUNE, eval_on="val",
+                  progress=False)
     first = []
-    content = run_ablation(source, output, Grid(lams=(0.95, 1.0)), SEEDS, log=first.append,
-                           **kwargs)
+    content = run_ablation(source, output, Grid(lams=(0.95, 1.0), epochs=(1,)), SEEDS,
+                           log=first.append, **kwargs)
     marks = _end_marks(output)
     second = []
-    again = run_ablation(source, output, Grid(lams=(0.95, 1.0)), SEEDS, log=second.append,
-                         **kwargs)
+    again = run_ablation(source, output, Grid(lams=(0.95, 1.0), epochs=(1,)), SEEDS,
+                         log=second.append, **kwargs)
     return {"source": source, "corrupted": corrupted, "output": output, "content": content,
             "again": again, "first": first, "second": second, "marks": marks,
             "marks_after": _end_marks(output)}
@@ -310,7 +310,7 @@ def test_widths_axis_sets_both_networks_and_the_control():
     assert [cell["widths"] for cell in cells] == ["16-32-32-32", "8-16-16-16"]
     assert [arch["widths"] for arch in grid.architectures()] == ["16-32-32-32", "8-16-16-16"]
     assert grid.label(cells[1]) == "widths=8-16-16-16 lam=0.1"
-    assert folder_name(cells[1]) == "small_T8_w8-16-16-16_lam0.1_sum_nonsaturating"
+    assert folder_name(cells[1]) == "small_T8_s32_w8-16-16-16_lam0.1_sum_nonsaturating_e10"
     overrides = config_overrides(cells[1])
     assert overrides["encoder_filters"] == (8, 16, 16, 16)
     assert overrides["decoder_filters"] == (16, 16, 16, 8)
@@ -319,14 +319,40 @@ def test_widths_axis_sets_both_networks_and_the_control():
     assert len(Grid(lams=(0.1,), widths=(None, "16-32-32-32")).cells()) == 1
 
 
+def test_size_and_epochs_axes():
+    """Clip side is architecture (the control follows it); epochs only train longer."""
+    from avd_tf.ablate.grid import config_overrides, folder_name, parse_cells
+
+    grid = Grid(lams=(0.1,), image_sizes=(None, 40), epochs=(10, 5))
+    cells = grid.cells()
+    assert [(c["image_size"], c["epochs"]) for c in cells] == [(32, 10), (32, 5), (40, 10),
+                                                              (40, 5)]
+    assert [a["image_size"] for a in grid.architectures()] == [32, 40]
+    assert grid.label(cells[3]) == "size=40 lam=0.1 epochs=5"
+    assert folder_name(cells[3]) == "small_T8_s40_w16-32-32-32_lam0.1_sum_nonsaturating_e5"
+    overrides = config_overrides(cells[3])
+    assert overrides["image_size"] == 40 and "epochs" not in overrides
+    # The small preset's T sees the whole image, at any size.
+    from avd_tf.models.presets import get_preset
+    assert get_preset("small", **overrides).teacher_input_resolution == 40
+    one_extra = Grid(lams=(0.1,), extra=parse_cells("epochs=5;image_size=40")).cells()
+    assert [(c["image_size"], c["epochs"]) for c in one_extra] == [(32, 10), (32, 5), (40, 10)]
+    for bad in (dict(epochs=(0,)), dict(image_sizes=(0,))):
+        with pytest.raises(ValueError, match="epochs|image_sizes"):
+            Grid(**bad)
+    with pytest.raises(ValueError, match="epochs expects a number"):
+        parse_cells("epochs=ten")
+
+
 def test_extra_cells_change_the_first_cell():
     from avd_tf.ablate.grid import parse_cells
 
     grid = Grid(lams=(0.5, 1.0), extra=parse_cells("rec_loss=mean; lam=1.0,gen_loss=saturating"))
     cells = grid.cells()
     assert len(cells) == 4
-    assert cells[2] == {"preset": "small", "num_frames": 8, "widths": "16-32-32-32", "lam": 0.5,
-                        "rec_loss": "mean", "gen_loss": "nonsaturating"}
+    assert cells[2] == {"preset": "small", "num_frames": 8, "image_size": 32,
+                        "widths": "16-32-32-32", "lam": 0.5, "rec_loss": "mean",
+                        "gen_loss": "nonsaturating", "epochs": 10}
     assert cells[3]["lam"] == 1.0 and cells[3]["gen_loss"] == "saturating"
     assert grid.label(cells[2]) == "lam=0.5 rec=mean gen=nonsaturating"
     # An extra cell equal to a product cell counts once.

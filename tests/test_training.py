@@ -325,7 +325,13 @@ def test_config_overrides_derive_strides_and_teacher_resolution():
     config = get_preset("small", num_frames=16, image_size=48, lam=0.5,
                         encoder_filters=[4, 4, 4, 4], batch_size=None)
     assert config.temporal_strides == (2, 2, 2, 2, 1)
-    assert config.teacher_input_resolution == 24  # largest divisor of 48 up to 32
+    assert config.teacher_input_resolution == 48  # small's T sees the whole image
+    # The paper's T pools to its resolution: the largest divisor of the size up to it.
+    paper = PRESETS["paper"].teacher_input_resolution
+    assert get_preset("paper", image_size=48).teacher_input_resolution == max(
+        d for d in range(1, paper + 1) if 48 % d == 0)
+    with pytest.raises(ValueError, match="image_size must be positive"):
+        get_preset("small", image_size=0)
     assert config.lam == 0.5 and config.encoder_filters == (4, 4, 4, 4)
     assert config.batch_size == PRESETS["small"].batch_size
     assert get_preset("paper", num_frames=4).temporal_strides == (2, 2, 1, 1, 1)

@@ -1,27 +1,34 @@
 """The settings an ablation compares: a full cross product of AVD(RGB) training axes.
 
 Each axis lists values of one AVDConfig field (`lam`, `rec_loss`,
-`gen_loss`, `num_frames`), E's widths or the preset; a cell is one value
-per axis. `num_frames` None means the preset's clip length; `widths`
+`gen_loss`, `num_frames`, `image_size`), E's widths, the preset or the
+number of AVD training epochs; a cell is one value per axis. `num_frames`
+and `image_sizes` None mean the preset's clip length and side; `widths`
 ("16-32-32-32": E's widths but the last, D mirrors them as the presets do)
-None the preset's. `extra` adds single cells outside the product: each changes some fields of the first cell
-(every axis at its first value), e.g. {"rec_loss": "mean"}.
+None the preset's. `extra` adds single cells outside the product: each
+changes some fields of the first cell (every axis at its first value), e.g.
+{"rec_loss": "mean"}.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 
+from avd_tf.demo import DemoSettings
 from avd_tf.models.avd import GEN_LOSSES, REC_LOSSES
 from avd_tf.models.presets import PRESETS, get_preset
 
-# Axis name -> the AVDConfig field it sets, in the order cells are named.
-AXES = {"presets": "preset", "num_frames": "num_frames", "widths": "widths", "lams": "lam",
-        "rec_losses": "rec_loss", "gen_losses": "gen_loss"}
-SHORT = {"preset": "preset", "num_frames": "T", "widths": "widths", "lam": "lam",
-         "rec_loss": "rec", "gen_loss": "gen"}
-# The keys of a cell that describe E's (and D's) architecture.
-ARCHITECTURE = ("preset", "num_frames", "widths")
+# Axis name -> the cell key it sets (an AVDConfig field but for "preset",
+# "widths" and "epochs"), in the order cells are named.
+AXES = {"presets": "preset", "num_frames": "num_frames", "image_sizes": "image_size",
+        "widths": "widths", "lams": "lam", "rec_losses": "rec_loss", "gen_losses": "gen_loss",
+        "epochs": "epochs"}
+SHORT = {"preset": "preset", "num_frames": "T", "image_size": "size", "widths": "widths",
+         "lam": "lam", "rec_loss": "rec", "gen_loss": "gen", "epochs": "epochs"}
+# The keys of a cell that describe E's (and D's) architecture and input.
+ARCHITECTURE = ("preset", "num_frames", "image_size", "widths")
+# Cell keys that are integers (the rest: lam a float, the others strings).
+_INTEGER_KEYS = ("num_frames", "image_size", "epochs")
 
 
 def parse_widths(text: str) -> tuple[int, ...]:
@@ -41,8 +48,8 @@ def format_widths(widths) -> str:
 
 
 def config_overrides(cell: dict) -> dict:
-    """The AVDConfig overrides of a cell or architecture (everything but the preset)."""
-    overrides = {k: v for k, v in cell.items() if k not in ("preset", "widths")}
+    """The AVDConfig overrides of a cell or architecture (everything but the preset and epochs)."""
+    overrides = {k: v for k, v in cell.items() if k not in ("preset", "widths", "epochs")}
     if cell.get("widths") is not None:
         widths = parse_widths(cell["widths"])
         overrides.update(encoder_filters=widths, decoder_filters=widths[::-1])
@@ -57,8 +64,10 @@ class Grid:
     rec_losses: tuple[str, ...] = ("sum",)
     gen_losses: tuple[str, ...] = ("nonsaturating",)
     num_frames: tuple[int | None, ...] = (None,)
+    image_sizes: tuple[int | None, ...] = (None,)
     widths: tuple[str | None, ...] = (None,)
     presets: tuple[str, ...] = ("small",)
+    epochs: tuple[int, ...] = (DemoSettings.avd_epochs,)
     extra: tuple[dict, ...] = ()
 
     def __post_init__(self):
@@ -76,6 +85,9 @@ class Grid:
         for lam in self.lams:
             if not 0.0 <= float(lam) <= 1.0:
                 raise ValueError(f"lams (--lams): lambda must be in [0, 1], got {lam}")
+        for epochs in self.epochs:
+            if int(epochs) < 1:
+                raise ValueError(f"epochs (--epochs): must be >= 1, got {epochs}")
         for cell in self.extra:
             unknown = sorted(set(cell) - set(AXES.values()))
             if unknown:
@@ -91,6 +103,11 @@ class Grid:
                     get_preset(preset, num_frames=frames)
                 except ValueError as error:
                     raise ValueError(f"num_frames (--num_frames): {error}") from None
+            for size in self.image_sizes:
+                try:
+                    get_preset(preset, image_size=size)
+                except ValueError as error:
+                    raise ValueError(f"image_sizes (--image_sizes): {error}") from None
             for widths in self.widths:
                 if widths is not None:
                     try:
@@ -98,12 +115,13 @@ class Grid:
                     except ValueError as error:
                         raise ValueError(f"widths (--widths): {error}") from None
 
-    def _resolve(self, preset, frames, widths, lam, rec, gen) -> dict:
-        config = get_preset(preset, num_frames=frames)
+    def _resolve(self, preset, frames, size, widths, lam, rec, gen, epochs) -> dict:
+        config = get_preset(preset, num_frames=frames, image_size=size)
         return {"preset": preset, "num_frames": config.num_frames,
+                "image_size": config.image_size,
                 "widths": format_widths(config.encoder_filters) if widths is None else
                 format_widths(parse_widths(widths)),
-                "lam": float(lam), "rec_loss": rec, "gen_loss": gen}
+                "lam": float(lam), "rec_loss": rec, "gen_loss": gen, "epochs": int(epochs)}
 
     def cells(self) -> list[dict]:
         """One dict per cell: "preset", "widths" and AVDConfig fields, all resolved
@@ -140,10 +158,13 @@ class Grid:
 
 
 def folder_name(setting: dict) -> str:
-    """A file-system-safe name of a setting, e.g. "small_T8_w8-16-16-16_lam0.95_sum_nonsaturating"."""
-    parts = [setting["preset"], f"T{setting['num_frames']}", f"w{setting['widths']}"]
+    """A file-system-safe name of a setting, e.g.
+    "small_T8_s32_w16-32-32-32_lam0.1_sum_nonsaturating_e10"."""
+    parts = [setting["preset"], f"T{setting['num_frames']}", f"s{setting['image_size']}",
+             f"w{setting['widths']}"]
     if "lam" in setting:
-        parts += [f"lam{setting['lam']:g}", setting["rec_loss"], setting["gen_loss"]]
+        parts += [f"lam{setting['lam']:g}", setting["rec_loss"], setting["gen_loss"],
+                  f"e{setting['epochs']}"]
     return "_".join(parts)
 
 
@@ -157,8 +178,12 @@ def parse_cells(text: str) -> tuple[dict, ...]:
             if not sep:
                 raise ValueError(f"extra cells (--extra_cells): expected field=value, got {item!r}")
             key, value = key.strip(), value.strip()
-            cell[key] = (float(value) if key == "lam"
-                         else int(value) if key == "num_frames" else value)
+            try:
+                cell[key] = (float(value) if key == "lam"
+                             else int(value) if key in _INTEGER_KEYS else value)
+            except ValueError:
+                raise ValueError(f"extra cells (--extra_cells): {key} expects a number, "
+                                 f"got {value!r}") from None
             if key == "widths":
                 parse_widths(value)
         cells.append(cell)

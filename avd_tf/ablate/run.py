@@ -126,8 +126,9 @@ def _preamble(info: dict) -> list[str]:
         split,
         "",
         f"Mean +- sample standard deviation over {len(info['seeds'])} seed(s) "
-        f"({', '.join(map(str, info['seeds']))}). AVD(RGB): {info['avd_epochs']} epochs x "
-        f"{info['avd_steps_per_epoch']} steps per cell. Fine-tuning: {ft['backbone']} "
+        f"({', '.join(map(str, info['seeds']))}). AVD(RGB): "
+        f"{' or '.join(map(str, info['grid']['epochs']))} epochs (the cell's) x "
+        f"{info['avd_steps_per_epoch']} steps. Fine-tuning: {ft['backbone']} "
         f"(weights: {ft['weights']}) at {ft['input_size']}x{ft['input_size']}, {ft['epochs']} "
         f"epochs x {ft['steps_per_epoch']} steps, batch {ft['batch_size']}, SGD lr {ft['lr']:g} "
         f"x{ft['lr_decay']:g} per epoch, same seed as the row's AVD. Control: E as initialised "
@@ -155,7 +156,6 @@ def run_ablation(
     grid: Grid,
     seeds: Sequence[int] = (0, 1, 2),
     *,
-    avd_epochs: int = _DEMO.avd_epochs,
     avd_steps_per_epoch: int = _DEMO.avd_steps,
     finetune_settings: FinetuneSettings | None = None,
     eval_on: str = "val",
@@ -178,10 +178,9 @@ def run_ablation(
     if eval_on not in EVAL_SPLITS:
         raise ValueError(f"eval_on (--eval_on) must be one of {', '.join(EVAL_SPLITS)}, "
                          f"got {eval_on!r}")
-    for name, value in (("avd_epochs (--epochs)", avd_epochs),
-                        ("avd_steps_per_epoch (--steps_per_epoch)", avd_steps_per_epoch)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+    if avd_steps_per_epoch < 1:
+        raise ValueError(f"avd_steps_per_epoch (--steps_per_epoch) must be >= 1, "
+                         f"got {avd_steps_per_epoch}")
     settings = finetune_settings or FinetuneSettings()
     read_manifest(data_dir)
     list_shards(data_dir, "train")
@@ -204,7 +203,6 @@ def run_ablation(
         "grid": dataclasses.asdict(grid),
         "cells": cells,
         "seeds": seeds,
-        "avd_epochs": int(avd_epochs),
         "avd_steps_per_epoch": int(avd_steps_per_epoch),
         "finetune": dataclasses.asdict(settings),
     }
@@ -251,7 +249,7 @@ def run_ablation(
             avd_dir = os.path.join(run_dir, "avd")
             reused, started = _finished(avd_dir), time.time()
             figures = train_avd(eval_dir, avd_dir, stream="rgb", preset=cell["preset"],
-                                epochs=avd_epochs, steps_per_epoch=avd_steps_per_epoch,
+                                epochs=cell["epochs"], steps_per_epoch=avd_steps_per_epoch,
                                 seed=seed, progress=progress, log=log, **config_overrides(cell))
             what = "AVD reused" if reused else f"AVD trained in {time.time() - started:.0f} s"
             evaluation, reused, seconds = _classify(eval_dir, "avd_rgb", run_dir, seed, settings,

@@ -3,8 +3,8 @@ r"""avd-ablate: a grid of AVD(RGB) training settings x seeds, with mean +- std o
   avd-ablate --data_dir prepared/ucf101_s1 --output_dir runs/ablation \
       --lams 0.9,0.95,0.99,1.0 --rec_losses sum,mean
 
-Every cell of the cross product of --presets, --num_frames, --lams,
---rec_losses and --gen_losses trains AVD(RGB) once per seed, distils the
+Every cell of the cross product of --presets, --num_frames, --image_sizes,
+--widths, --lams, --rec_losses, --gen_losses and --epochs trains AVD(RGB) once per seed, distils the
 videos with its E, fine-tunes a classifier on the images and evaluates it.
 Beside the cells: the control (E as initialised by the seed, never
 trained, through the same steps) and the frame / mean / dynamic baselines,
@@ -39,6 +39,7 @@ flags.DEFINE_list("rec_losses", ["sum"], "Eq. 1 forms: sum (as the paper writes 
 flags.DEFINE_list("gen_losses", ["nonsaturating"],
                   "E's side of Eq. 2: nonsaturating, saturating.")
 flags.DEFINE_list("num_frames", [], "Clip lengths T (powers of two); default: the preset's.")
+flags.DEFINE_list("image_sizes", [], "Clip sides in pixels; default: the preset's.")
 flags.DEFINE_list("widths", [], "E's widths but the last, '-'-joined (D mirrors them), e.g. "
                   "8-16-16-16,16-32-32-32; default: the preset's.")
 flags.DEFINE_list("presets", ["small"], "AVD presets: small, paper.")
@@ -47,7 +48,9 @@ flags.DEFINE_string("extra_cells", "", "Cells outside the cross product, ';'-sep
                     "'lam=0.95,rec_loss=mean;gen_loss=saturating'.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of every run (at least 3).")
 flags.DEFINE_boolean("allow_fewer_seeds", False, "Accept fewer than 3 seeds (for tests).")
-flags.DEFINE_integer("epochs", _DEFAULTS.avd_epochs, "AVD training epochs per cell.")
+flags.DEFINE_list("epochs", [str(_DEFAULTS.avd_epochs)],
+                  "AVD training epochs (of --steps_per_epoch steps; the learning-rate schedule "
+                  "spans them all).")
 flags.DEFINE_integer("steps_per_epoch", _DEFAULTS.avd_steps, "AVD training steps per epoch.")
 flags.DEFINE_enum("eval_on", "val", ["val", "test"],
                   "val: held-out groups of the training split (choose settings here); "
@@ -88,13 +91,16 @@ def main(argv):
         grid = Grid(lams=_numbers("lams", FLAGS.lams, float),
                     rec_losses=tuple(FLAGS.rec_losses), gen_losses=tuple(FLAGS.gen_losses),
                     num_frames=_numbers("num_frames", FLAGS.num_frames, int) or (None,),
-                    widths=tuple(FLAGS.widths) or (None,), presets=tuple(FLAGS.presets), extra=parse_cells(FLAGS.extra_cells))
+                    image_sizes=_numbers("image_sizes", FLAGS.image_sizes, int) or (None,),
+                    widths=tuple(FLAGS.widths) or (None,), presets=tuple(FLAGS.presets),
+                    epochs=_numbers("epochs", FLAGS.epochs, int),
+                    extra=parse_cells(FLAGS.extra_cells))
         settings = FinetuneSettings(
             backbone=FLAGS.backbone, weights=FLAGS.weights, input_size=FLAGS.input_size,
             epochs=FLAGS.finetune_epochs, steps_per_epoch=FLAGS.finetune_steps,
             batch_size=FLAGS.batch_size, lr=FLAGS.lr, lr_decay=FLAGS.lr_decay)
         run_ablation(FLAGS.data_dir, FLAGS.output_dir, grid, _numbers("seeds", FLAGS.seeds, int),
-                     avd_epochs=FLAGS.epochs, avd_steps_per_epoch=FLAGS.steps_per_epoch,
+                     avd_steps_per_epoch=FLAGS.steps_per_epoch,
                      finetune_settings=settings, eval_on=FLAGS.eval_on,
                      val_fraction=FLAGS.val_fraction, val_seed=FLAGS.val_seed,
                      allow_fewer_seeds=FLAGS.allow_fewer_seeds, progress=FLAGS.progress)

@@ -201,8 +201,9 @@ def get_preset(preset: str | AVDConfig = "small", **overrides) -> AVDConfig:
     The one place overrides are resolved. None values are ignored (unset
     flags). Overriding `num_frames` without `temporal_strides` derives the
     strides (`strides_for`); overriding `image_size` without
-    `teacher_input_resolution` keeps the preset's resolution when it
-    divides the size, else the largest divisor below it
+    `teacher_input_resolution` lets T see the whole image if the preset's T
+    does (no pooling, as in "small"), else keeps the preset's resolution
+    when it divides the size, or the largest divisor below it
     (`teacher_resolution_for`).
     """
     if isinstance(preset, AVDConfig):
@@ -221,9 +222,12 @@ def get_preset(preset: str | AVDConfig = "small", **overrides) -> AVDConfig:
             int(overrides["num_frames"]), len(base.temporal_strides)
         )
     if "image_size" in overrides and "teacher_input_resolution" not in overrides:
-        overrides["teacher_input_resolution"] = teacher_resolution_for(
-            int(overrides["image_size"]), base.teacher_input_resolution
-        )
+        size = int(overrides["image_size"])
+        if size < 1:
+            raise ValueError(f"AVDConfig: image_size must be positive, got {size}")
+        whole = base.teacher_input_resolution == base.image_size
+        overrides["teacher_input_resolution"] = (
+            size if whole else teacher_resolution_for(size, base.teacher_input_resolution))
     return dataclasses.replace(base, **overrides)
 
 
