@@ -41,14 +41,14 @@ AUTOTUNE = tf.data.AUTOTUNE
 MAX_CYCLE_LENGTH = 8
 
 
-def _sub_seed(seed: int | None, stream: int) -> int | None:
+def sub_seed(seed: int | None, stream: int) -> int | None:
     """Independent seeds for the pipeline's random ops, all derived from one."""
     if seed is None:
         return None
     return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0] >> 1)
 
 
-def _records(files: list[str], shuffle_seed: int | None, shuffle: bool) -> tf.data.Dataset:
+def shard_records(files: list[str], shuffle_seed: int | None, shuffle: bool) -> tf.data.Dataset:
     """(shard path, serialized record) pairs, shards read in parallel."""
     paths = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
@@ -60,7 +60,17 @@ def _records(files: list[str], shuffle_seed: int | None, shuffle: bool) -> tf.da
     )
 
 
-def _options(deterministic: bool) -> tf.data.Options:
+def with_element_seeds(ds: tf.data.Dataset, seed: int | None) -> tf.data.Dataset:
+    """(element, stateless seed) pairs: one seed per element for its augmentation.
+
+    The seeds go on across epochs (and are redrawn for each new iterator),
+    so every epoch augments differently; with `seed`, every run alike.
+    """
+    seeds = tf.data.Dataset.random(seed=sub_seed(seed, 2), rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip(ds, seeds.batch(2, drop_remainder=True))
+
+
+def pipeline_options(deterministic: bool) -> tf.data.Options:
     options = tf.data.Options()
     options.autotune.enabled = True
     options.deterministic = deterministic
@@ -70,36 +80,57 @@ def _options(deterministic: bool) -> tf.data.Options:
 def video_dataset(data_dir: str, split: str) -> tf.data.Dataset:
     """Every video of `split` as the dict of `schema.parse` (in shard order)."""
     files = list_shards(data_dir, split)
-    records = _records(files, None, shuffle=False)
+    records = shard_records(files, None, shuffle=False)
     return records.map(lambda _, record: schema.parse(record), num_parallel_calls=AUTOTUNE)
 
 
-def _stream_parser(stream: str):
+def stream_parser(stream: str, rgb: bool = False):
     """Parses only what `stream` needs, into 'planes': (length, P) encoded images.
 
     RGB has one 3-channel plane per frame, flow two 1-channel planes (x, y),
-    so flow of a video with N frames has length N - 1.
+    so flow of a video with N frames has length N - 1. `rgb=True` also gives
+    the RGB frames as 'rgb' (N, 1), from the same record (T's real frames).
     """
     context = {k: schema.CONTEXT_FEATURES[k] for k in (schema.VIDEO_ID, schema.LABEL_INDEX)}
     keys = (schema.IMAGE,) if stream == "rgb" else (schema.FLOW_X, schema.FLOW_Y)
-    sequence = {k: schema.SEQUENCE_FEATURES[k] for k in keys}
+    sequence = {k: schema.SEQUENCE_FEATURES[k] for k in {*keys, *((schema.IMAGE,) if rgb else ())}}
 
     def parse(path, record):
         ctx, seq = tf.io.parse_single_sequence_example(
             record, context_features=context, sequence_features=sequence
         )
-        return {
+        video = {
             "planes": tf.stack([seq[k] for k in keys], axis=1),
             "label": tf.cast(ctx[schema.LABEL_INDEX], tf.int32),
             "video_id": ctx[schema.VIDEO_ID],
             "shard": path,
         }
+        if rgb:
+            video["rgb"] = seq[schema.IMAGE][:, None]
+        return video
 
     return parse
 
 
+def _real_frames(rgb, seed, num_clips):
+    """`num_clips` uniformly drawn encoded RGB frames (num_clips, 1, 1) and their augmentation seeds.
+
+    The seeds fold in from the video's own, so the clips' draws stay as they
+    are without real frames.
+    """
+    seeds = tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(seed, 1), num=num_clips + 1
+    )
+    indices = sampling.random_starts(tf.shape(rgb)[0], num_clips, 1, seeds[0])
+    return tf.gather(rgb, indices[:, None]), seeds[1:]
+
+
 def _select(video, seed, *, stream, num_frames, frame_stride, num_clips, training):
-    """One video -> `num_clips` clips of encoded frames (nothing decoded yet)."""
+    """One video -> `num_clips` clips of encoded frames (nothing decoded yet).
+
+    With 'rgb' in `video` (training only), each clip also gets one random RGB
+    frame of the video, 'real_encoded', for T (see `avd_dataset`).
+    """
     planes = video["planes"]
     length = tf.shape(planes)[0]
     what = "frames" if stream == "rgb" else "optical flow frames (prepare the data with flow)"
@@ -123,10 +154,12 @@ def _select(video, seed, *, stream, num_frames, frame_stride, num_clips, trainin
     }
     if training:
         clips["seed"] = seeds[1:]
+    if "rgb" in video:
+        clips["real_encoded"], clips["real_seed"] = _real_frames(video["rgb"], seed, num_clips)
     return clips
 
 
-def _decode(encoded: tf.Tensor, stream: str) -> tf.Tensor:
+def decode_planes(encoded: tf.Tensor, stream: str) -> tf.Tensor:
     """(T, P) encoded images -> uint8 (T, H, W, C); flow channels are (x, y)."""
     channels = 3 if stream == "rgb" else 1
     images = tf.map_fn(
@@ -156,45 +189,52 @@ def _check_arguments(stream, num_frames, size, clips_per_video, frame_stride, sh
 
 def _clips(data_dir, split, *, stream, num_frames, size, training, clips_per_video,
            frame_stride, seed, shuffle_buffer, cache, repeat, scale_range,
-           flip) -> tf.data.Dataset:
-    """Unbatched clip elements {"clip", "label", "video_id", "clip_index"}."""
+           flip, real_frames=False) -> tf.data.Dataset:
+    """Unbatched clip elements {"clip", "label", "video_id", "clip_index"}.
+
+    `real_frames` (training): each element also holds "real_frame", a random
+    RGB frame of its own video, augmented on its own (size, size, 3).
+    """
     _check_arguments(stream, num_frames, size, clips_per_video, frame_stride, shuffle_buffer,
                      scale_range, flip)
     files = list_shards(data_dir, split)
     if stream == "flow":
         check_flow(data_dir, split)
     channels = 3 if stream == "rgb" else 2
-    ds = _records(files, _sub_seed(seed, 0), shuffle=training)
-    ds = ds.map(_stream_parser(stream), num_parallel_calls=AUTOTUNE)
+    ds = shard_records(files, sub_seed(seed, 0), shuffle=training)
+    ds = ds.map(stream_parser(stream, rgb=real_frames), num_parallel_calls=AUTOTUNE)
     if cache:
         ds = ds.cache()
     if training:
-        ds = ds.shuffle(shuffle_buffer, seed=_sub_seed(seed, 1), reshuffle_each_iteration=True)
+        ds = ds.shuffle(shuffle_buffer, seed=sub_seed(seed, 1), reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     if training:
-        # One stateless seed per video; the stream goes on across epochs (and
-        # is redrawn for each new iterator), so every epoch gets new clips.
-        seeds = tf.data.Dataset.random(seed=_sub_seed(seed, 2), rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip(ds, seeds.batch(2, drop_remainder=True))
+        ds = with_element_seeds(ds, seed)
 
     def select(video, element_seed=None):
         return _select(video, element_seed, stream=stream, num_frames=num_frames,
                        frame_stride=frame_stride, num_clips=clips_per_video, training=training)
 
     def preprocess(element):
-        clip = augment.to_signed_unit(_decode(element["encoded"], stream))
+        clip = augment.to_signed_unit(decode_planes(element["encoded"], stream))
         if training:
             clip = augment.augment_clip(clip, size, element["seed"], flow=stream == "flow",
                                         scale_range=scale_range, flip=flip)
         else:
             clip = augment.center_crop_resize(clip, size)
-        return {
+        out = {
             "clip": tf.ensure_shape(clip, [num_frames, size, size, channels]),
             "label": element["label"],
             "video_id": element["video_id"],
             "clip_index": element["clip_index"],
         }
+        if real_frames:
+            frame = augment.to_signed_unit(decode_planes(element["real_encoded"], "rgb"))
+            frame = augment.augment_clip(frame, size, element["real_seed"],
+                                         scale_range=scale_range, flip=flip)[0]
+            out["real_frame"] = tf.ensure_shape(frame, [size, size, 3])
+        return out
 
     ds = ds.map(select, num_parallel_calls=AUTOTUNE).unbatch()
     return ds.map(preprocess, num_parallel_calls=AUTOTUNE)
@@ -205,7 +245,7 @@ def _finish(ds: tf.data.Dataset, batch_size: int, drop_remainder: bool,
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE).with_options(_options(deterministic))
+    return ds.prefetch(AUTOTUNE).with_options(pipeline_options(deterministic))
 
 
 def clip_dataset(
@@ -337,10 +377,10 @@ def avd_dataset(
     """
     clips = _clips(data_dir, split, stream=stream, num_frames=num_frames, size=size,
                    training=training, clips_per_video=1, frame_stride=frame_stride,
-                   seed=_sub_seed(seed, 10), shuffle_buffer=shuffle_buffer, cache=cache,
+                   seed=sub_seed(seed, 10), shuffle_buffer=shuffle_buffer, cache=cache,
                    repeat=training, scale_range=scale_range, flip=flip)
     frames = _frames(data_dir, "train", stream="rgb", size=size, training=training,
-                     frames_per_video=1, seed=_sub_seed(seed, 11),
+                     frames_per_video=1, seed=sub_seed(seed, 11),
                      shuffle_buffer=shuffle_buffer, cache=cache, repeat=True,
                      scale_range=scale_range, flip=flip)
     clips = clips.map(lambda clip: clip["clip"])
