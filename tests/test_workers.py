@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from avd_tf.records.workers import death_reason
+from avd_tf.datasets.base import VideoEntry
+from avd_tf.records.convert import ConvertOptions, Task
+from avd_tf.records.workers import death_reason, imap
 from avd_tf.video import flow
 from conftest import textured_frames, write_video
 
@@ -120,3 +122,29 @@ def test_an_unavailable_flow_device_stops_the_run_in_one_line(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(
         "avd-prepare: flow device 'cuda' requested but this OpenCV build has no CUDA TV-L1")
+
+
+def held_back(tasks, ahead):
+    """The most finished results `imap` held at once for a consumer taking 20 ms per result."""
+    results = imap(tasks, ConvertOptions(size=0, flow="tvl1"), 2, ahead=ahead)
+    order, peak = [], 0
+    for task, result in results:
+        assert result.ok, result.failure
+        peak = max(peak, results.held)
+        order.append(task.entry.video_id)
+        time.sleep(0.02)
+    assert order == [task.entry.video_id for task in tasks]
+    return peak
+
+
+@pytest.mark.slow  # slow.avi's TV-L1 twice: ~10 s on 2 busy cores
+def test_a_long_video_holds_back_at_most_ahead_results_for_a_slow_consumer(tmp_path):
+    """A long video first and ten short ones on two workers: while the long one runs,
+    the other worker would convert every short one, and each would wait in memory."""
+    slow = videos(tmp_path)
+    paths = [slow] + sorted(tmp_path.glob("*/a/[at]*.avi")) * 2
+    tasks = [Task("train", "s", VideoEntry(str(p), 0, "a", f"{i}"), str(p))
+             for i, p in enumerate(paths)]
+    assert len(tasks) == 13
+    assert held_back(tasks, ahead=3) <= 2
+    assert held_back(tasks, ahead=len(tasks)) >= 8  # unbounded: the backlog is real
