@@ -25,6 +25,7 @@ from avd_tf.bench.machine import cpu_model
 from avd_tf.files import write_json_atomically, write_text_atomically
 from avd_tf.layout import MANIFEST
 from avd_tf.readme_section import replace_section_with_image
+from avd_tf.streams import CLIP_CHANNELS, avd_input, avd_stream
 
 STREAMS = ("frame", "mean", "dynamic", "avd_rgb", "flow", "avd_flow")
 # The paper's Table 1 fusions, plus RGB+OF (the classic two-stream pair).
@@ -106,7 +107,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
 
     video_root = os.path.join(output_dir, "videos")
     data_dir = os.path.join(output_dir, "prepared")
-    avd_streams = [x for x in ("rgb", "flow") if f"avd_{x}" in s.streams]
+    avd_streams = [x for x in CLIP_CHANNELS if avd_stream(x) in s.streams]
     total = 6
 
     t = _stage(log, 1, total, "demo videos (kinds of object x camera motions)")
@@ -155,7 +156,8 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
     for seed in s.seeds:
         for stream, model_dir in zip(s.streams, model_dirs[seed]):
             log(f"--- seed {seed}, stream {stream}")
-            avd_dir = avd_dirs[seed].get(stream.removeprefix("avd_")) if stream.startswith("avd_") else None
+            source = avd_input(stream)
+            avd_dir = avd_dirs[seed].get(source) if source else None
             finetune(data_dir, stream, model_dir, backbone=s.backbone, weights=s.weights,
                      epochs=s.finetune_epochs, steps_per_epoch=s.finetune_steps,
                      batch_size=s.batch_size, input_size=s.input_size, lr=s.finetune_lr,

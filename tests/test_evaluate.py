@@ -16,20 +16,13 @@ import tensorflow as tf
 
 from avd_tf.classify import evaluate as ev
 from avd_tf.classify import protocol, scores
+from avd_tf.inputs.images import stream_dataset
 from avd_tf.records import images
 
 SIZE = 16
 CLASSES = ["Fencing", "Punch", "Walk"]
 VIDEOS = 9
 CLIPS = 3
-
-
-def _streams_module():
-    try:
-        from avd_tf.classify import streams
-    except ImportError:
-        pytest.skip("streams module not available yet")
-    return streams
 
 
 def _tiny_model(channels, kernel):
@@ -70,7 +63,7 @@ def _stream_images(channels, seed):
 
 
 def _write_stream(folder, stream, videos):
-    """Image-record shards of a "test" split, with the stream.json avd_tf.classify.streams reads."""
+    """Image-record shards of a "test" split, with the stream.json avd_tf.inputs.images reads."""
     writer = images.ShardedWriter(str(folder), "test", per_shard=10)
     # Videos interleaved across shards: aggregation must not rely on order.
     for i in range(CLIPS):
@@ -219,7 +212,6 @@ def test_bad_model_folders_and_arguments(setup, tmp_path):
 
 
 def test_evaluate_end_to_end(setup):
-    streams = _streams_module()
     tmp = setup["tmp"]
     log = []
     results = ev.evaluate(
@@ -239,8 +231,8 @@ def test_evaluate_end_to_end(setup):
     # The same predictions, aggregated with NumPy.
     per_stream = {}
     for name in ("frame", "flow"):
-        ds = streams.stream_dataset(setup["stream_dirs"][name], "test", size=SIZE, training=False,
-                                    batch_size=7, repeat=False)
+        ds = stream_dataset(setup["stream_dirs"][name], "test", size=SIZE, training=False,
+                            batch_size=7, repeat=False)
         per_stream[name] = ev.predict(ev.load_model(setup[name]), ds)
         assert len(per_stream[name][0]) == VIDEOS * CLIPS
     expected = _numpy_expected(per_stream, [("frame", "flow")])
@@ -286,7 +278,6 @@ def test_evaluate_program(setup):
                   "--output", str(tmp / "r.json"))
     assert failed.returncode != 0
     assert "m_flow/config.json: no model config" in failed.stderr
-    _streams_module()
     frame = setup["stream_dirs"]["frame"]
     done = _run("avd_tf.apps.evaluate", "--model_dirs", setup["frame"], "--output", str(tmp / "r.json"),
                 "--stream_dirs", f"frame={frame}", "--batch_size", "4", "--progress=false")
@@ -359,7 +350,6 @@ def test_protocol_average():
 
 def test_protocol_end_to_end(tmp_path, ucf_like):
     """prepare (real) -> fine-tuned model adopted into its stage folder -> evaluate -> protocol.json."""
-    _streams_module()
     settings = _settings(tmp_path, ucf_like, streams=("frame",), splits=(1,), size=32, backbone="tiny",
                          weights="none", epochs=1)
     assert [s["done"] for s in protocol.run_protocol(settings, dry_run=True, log=lambda _: None)["stages"]] == [

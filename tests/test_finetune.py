@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from avd_tf.classify import finetune as ft
-from avd_tf.classify import streams
+from avd_tf.classify.stream_cache import default_cache_dir, ensure_stream
 from avd_tf.datasets import load_dataset
 from avd_tf.layout import CLASSIFIER_MODEL
 from avd_tf.records.convert import ConvertOptions
@@ -61,7 +61,7 @@ def test_two_epochs_write_model_config_metrics(data_dir, tmp_path):
     assert config["input_size"] == 64 and config["input_channels"] == 3
     assert config["classes"] == CLASSES and config["weights"] == "none"
     assert config["data_dir"] == os.path.abspath(data_dir) and config["avd_model_dir"] is None
-    assert config["stream_dir"] == streams.default_cache_dir(os.path.abspath(data_dir), "dynamic")
+    assert config["stream_dir"] == default_cache_dir(os.path.abspath(data_dir), "dynamic")
     assert config["epochs"] == 2 and config["steps_per_epoch"] == 3
     assert config["select_on"] == "last" and config["validation"] is None
 
@@ -144,7 +144,7 @@ def test_the_test_split_is_never_read(data_dir, tmp_path):
 
     data = str(tmp_path / "prepared")
     shutil.copytree(data_dir, data, ignore=shutil.ignore_patterns("streams"))
-    stream_dir = streams.ensure_stream(data, "frame", progress=False)
+    stream_dir = ensure_stream(data, "frame", progress=False)
     test_shards = glob.glob(os.path.join(stream_dir, "test-*.tfrecord"))
     test_shards += glob.glob(os.path.join(data, "test*"))
     assert test_shards

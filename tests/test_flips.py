@@ -17,10 +17,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from avd_tf import streams
 from avd_tf.classify import dynamic_images as di
-from avd_tf.classify import streams
+from avd_tf.classify.stream_cache import ensure_stream
+from avd_tf.classify.stream_images import decoded_videos, mirrored_frames
 from avd_tf.datasets import flip_labels, load_dataset
 from avd_tf.inputs import augment
+from avd_tf.inputs.images import stream_dataset
 from avd_tf.records import images
 from avd_tf.records.convert import ConvertOptions
 from avd_tf.records.prepare import PrepareError, prepare
@@ -85,7 +88,7 @@ def pair(tmp_path_factory):
 def avd_model(model_dir, stream):
     """An untrained AVD encoder in avd-train's layout. Flow clips are v / 20 px, so
     small that untrained E barely varies: its first kernel is scaled up."""
-    source = "rgb" if stream == "avd_rgb" else "flow"
+    source = streams.avd_input(stream)
     from avd_tf.models import build_avd
 
     keras.utils.set_random_seed(0)
@@ -104,8 +107,8 @@ def avd_model(model_dir, stream):
 def evaluation_images(stream_dir):
     """{(video_id, clip_index): (image, label)} of the train split, unflipped."""
     images = {}
-    for batch in streams.stream_dataset(stream_dir, "train", size=SIZE, training=False,
-                                        batch_size=8).as_numpy_iterator():
+    for batch in stream_dataset(stream_dir, "train", size=SIZE, training=False,
+                                batch_size=8).as_numpy_iterator():
         for image, label, video_id, index in zip(batch["image"], batch["label"],
                                                  batch["video_id"], batch["clip_index"]):
             images[video_id, index] = (image, label)
@@ -114,8 +117,8 @@ def evaluation_images(stream_dir):
 
 def training_samples(stream_dir, batches=6, **kwargs):
     """Training samples without size jitter at the stored size: only the flip changes them."""
-    ds = streams.stream_dataset(stream_dir, "train", size=SIZE, training=True, batch_size=8,
-                                seed=0, scale_range=(1.0, 1.0), **kwargs)
+    ds = stream_dataset(stream_dir, "train", size=SIZE, training=True, batch_size=8,
+                        seed=0, scale_range=(1.0, 1.0), **kwargs)
     for _, batch in zip(range(batches), ds.as_numpy_iterator()):
         yield from zip(batch["image"], batch["label"], batch["video_id"], batch["clip_index"])
 
@@ -123,14 +126,14 @@ def training_samples(stream_dir, batches=6, **kwargs):
 def naive_mirror(image, stream):
     """Mirroring the stored image (and negating flow x): wrong for MIRRORED_STREAMS."""
     mirrored = image[:, ::-1]
-    return mirrored * np.array([-1.0, 1.0], np.float32) if stream in streams.FLOW_STREAMS \
+    return mirrored * np.array([-1.0, 1.0], np.float32) if streams.get(stream).flow_channels \
         else mirrored
 
 
 def check_flips_show_the_mirrored_video(pair, stream, tolerance, **kwargs):
     """Flipped samples (their label swapped) match the mirrored video's images; returns
     (mean error of the flipped samples, mean error of mirroring the stored images)."""
-    original, mirrored = (streams.ensure_stream(d, stream, progress=False, **kwargs) for d in pair)
+    original, mirrored = (ensure_stream(d, stream, progress=False, **kwargs) for d in pair)
     reference, of_mirrored = evaluation_images(original), evaluation_images(mirrored)
     mirror_classes = flip_labels.flip_permutation(
         flip_labels.dataset_flip_label_map(pair[0]), len(CLASSES))
@@ -163,9 +166,9 @@ def test_flipped_sample_is_the_mirrored_videos_image(pair, stream):
 
 def test_dynamic_flow_mirror_is_the_mirrored_flows_image(pair):
     """Exactly: the stored mirror is the dynamic image of the flow mirrored, x negated."""
-    stream_dir = streams.ensure_stream(pair[0], "dynamic_flow", progress=False)
-    video = next(streams.decoded_videos(pair[0], "train", flow=True).as_numpy_iterator())
-    mirrored = streams.mirrored_frames(video["frames"], flow=True)
+    stream_dir = ensure_stream(pair[0], "dynamic_flow", progress=False)
+    video = next(decoded_videos(pair[0], "train", flow=True).as_numpy_iterator())
+    mirrored = mirrored_frames(video["frames"], flow=True)
     signed = mirrored.astype(np.float32) / 127.5 - 1.0
     np.testing.assert_allclose(signed[..., 0], -(video["frames"][:, :, ::-1, 0] / 127.5 - 1.0),
                                atol=1e-6)
@@ -189,7 +192,7 @@ def test_flipped_avd_sample_is_e_of_the_mirrored_clip(pair, tmp_path, stream):
 
 
 def test_flip_none_never_flips(pair):
-    stream_dir = streams.ensure_stream(pair[0], "frame", progress=False)
+    stream_dir = ensure_stream(pair[0], "frame", progress=False)
     reference = evaluation_images(stream_dir)
     mirror_classes = [1, 0]
     count = 0
@@ -200,11 +203,11 @@ def test_flip_none_never_flips(pair):
         count += 1
     assert count == 48
     with pytest.raises(ValueError, match="flip must be one of mirror, none, got 'random'"):
-        streams.stream_dataset(stream_dir, "train", size=SIZE, training=True, batch_size=2,
-                               flip="random")
+        stream_dataset(stream_dir, "train", size=SIZE, training=True, batch_size=2,
+                       flip="random")
     with pytest.raises(ValueError, match="mirror_classes must give a class in 0..1"):
-        streams.stream_dataset(stream_dir, "train", size=SIZE, training=True, batch_size=2,
-                               mirror_classes=[1, 2])
+        stream_dataset(stream_dir, "train", size=SIZE, training=True, batch_size=2,
+                       mirror_classes=[1, 2])
 
 
 def test_augment_clip_flip_none():

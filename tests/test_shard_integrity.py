@@ -155,7 +155,7 @@ def test_folders_prepared_without_the_record_are_not_checked(copy):
 @pytest.mark.slow
 def test_finetune_names_a_corrupted_stream_cache_shard(copy, tmp_path):
     """A cached image stream is not avd-prepare's: its remedy is to compute it again."""
-    from avd_tf.classify.streams import ensure_stream
+    from avd_tf.classify.stream_cache import ensure_stream
 
     cache = ensure_stream(str(copy), "frame", progress=False)
     shard = os.path.join(cache, "train-00000-of-00001.tfrecord")

@@ -1,4 +1,4 @@
-"""avd_tf.classify.streams on a tiny dataset prepared in the test (real videos, TV-L1 flow).
+"""Image streams (avd_tf.streams, classify.stream_images and stream_cache, inputs.images) on a tiny dataset prepared in the test (real videos, TV-L1 flow).
 
 Two motion classes, three videos each (two train, one test), 22 frames of
 32x32, written with cv2.VideoWriter and prepared by avd_tf.records.prepare.
@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from avd_tf import streams
 from avd_tf.classify import dynamic_images as di
-from avd_tf.classify import streams
+from avd_tf.classify.stream_cache import default_cache_dir, ensure_stream
+from avd_tf.inputs.images import num_images, stream_dataset, stream_info
 from avd_tf.layout import STREAM_INFO
 from avd_tf.records import images, schema
 from conftest import prepared_motion_videos
@@ -56,18 +58,31 @@ def expected_count(stream, frames):
     return len(di.window_starts(length, 10, 6))
 
 
-def test_stream_channels():
-    assert [streams.stream_channels(s) for s in streams.STREAMS] == [3, 2, 3, 3, 2, 3, 3]
+def test_registry():
+    assert [streams.get(s).channels for s in streams.STREAMS] == [3, 2, 3, 3, 2, 3, 3]
     with pytest.raises(ValueError, match="unknown stream 'rgb'"):
-        streams.stream_channels("rgb")
+        streams.get("rgb")
+    assert streams.AVD_STREAMS == ("avd_rgb", "avd_flow")
+    assert [streams.avd_input(s) for s in streams.STREAMS] == [None] * 5 + ["rgb", "flow"]
+    assert [streams.avd_stream(s) for s in streams.CLIP_CHANNELS] == ["avd_rgb", "avd_flow"]
+    with pytest.raises(ValueError, match="unknown clip stream 'avd_rgb'"):
+        streams.avd_stream("avd_rgb")
+    # Computed from flow (avd-prepare must make it) vs images whose channels are flow x, y.
+    assert [s for s in streams.STREAMS if streams.needs_flow([s])] == [
+        "flow", "dynamic_flow", "avd_flow"]
+    assert [s for s in streams.STREAMS if streams.get(s).flow_channels] == ["flow", "dynamic_flow"]
+    assert streams.MIRRORED_STREAMS == ("dynamic_flow", "avd_rgb", "avd_flow")
+    streams.check_avd_model("frame", None)
+    with pytest.raises(ValueError, match="'avd_flow' needs avd_model_dir .* avd-train --stream flow"):
+        streams.check_avd_model("avd_flow", "")
 
 
 @pytest.mark.parametrize("stream", LOCAL_STREAMS)
 def test_every_stream_builds(data_dir, stream):
-    stream_dir = streams.ensure_stream(data_dir, stream, progress=False)
+    stream_dir = ensure_stream(data_dir, stream, progress=False)
     assert stream_dir == os.path.join(os.path.abspath(data_dir), "streams", stream)
-    info = streams.stream_info(stream_dir)
-    channels = streams.stream_channels(stream)
+    info = stream_info(stream_dir)
+    channels = streams.get(stream).channels
     assert info["stream"] == stream and info["channels"] == channels
     assert info["classes"] == CLASSES
     with open(os.path.join(data_dir, "manifest.json")) as f:
@@ -102,7 +117,7 @@ def test_images_match_numpy_reference(data_dir):
     assert len(rgb) == FRAMES and len(flow) == FRAMES - 1
 
     def image(stream, index):
-        records = read_records(streams.ensure_stream(data_dir, stream, progress=False), "train")
+        records = read_records(ensure_stream(data_dir, stream, progress=False), "train")
         return next(r["image"] for r in records
                     if r["video_id"] == video_id and r["clip_index"] == index)
 
@@ -118,14 +133,14 @@ def test_images_match_numpy_reference(data_dir):
 def test_cache_reused_recomputed_and_partial_never_read(data_dir, tmp_path):
     cache = str(tmp_path / "frames")
     info_path = os.path.join(cache, STREAM_INFO)
-    assert streams.ensure_stream(data_dir, "frame", cache_dir=cache, progress=False) == cache
+    assert ensure_stream(data_dir, "frame", cache_dir=cache, progress=False) == cache
     first = os.stat(info_path).st_mtime_ns
-    assert streams.ensure_stream(data_dir, "frame", cache_dir=cache, progress=False) == cache
+    assert ensure_stream(data_dir, "frame", cache_dir=cache, progress=False) == cache
     assert os.stat(info_path).st_mtime_ns == first  # reused, not recomputed
 
-    streams.ensure_stream(data_dir, "frame", cache_dir=cache, frames_per_video=3, progress=False)
-    assert streams.stream_info(cache)["parameters"]["frames_per_video"] == 3
-    assert streams.num_images(cache, "train") == 4 * 3
+    ensure_stream(data_dir, "frame", cache_dir=cache, frames_per_video=3, progress=False)
+    assert stream_info(cache)["parameters"]["frames_per_video"] == 3
+    assert num_images(cache, "train") == 4 * 3
     assert os.stat(info_path).st_mtime_ns != first
 
     # A killed computation: shards but no stream.json, plus a stray shard, and
@@ -136,17 +151,17 @@ def test_cache_reused_recomputed_and_partial_never_read(data_dir, tmp_path):
     with open(stray, "wb") as f:
         f.write(b"not a record")
     with pytest.raises(FileNotFoundError, match="stream.json"):
-        streams.stream_dataset(cache, "train", size=16, training=False, batch_size=2)
-    streams.ensure_stream(data_dir, "frame", cache_dir=cache, frames_per_video=3, progress=False)
+        stream_dataset(cache, "train", size=16, training=False, batch_size=2)
+    ensure_stream(data_dir, "frame", cache_dir=cache, frames_per_video=3, progress=False)
     assert not os.path.exists(stray)
     assert len(read_records(cache, "train")) == 4 * 3
     assert [p for p in os.listdir(tmp_path) if p != "frames"] == []  # no temporary folder left
 
 
 def test_stream_dataset_evaluation(data_dir):
-    stream_dir = streams.ensure_stream(data_dir, "dynamic", progress=False)
+    stream_dir = ensure_stream(data_dir, "dynamic", progress=False)
     records = read_records(stream_dir, "test")
-    ds = streams.stream_dataset(stream_dir, "test", size=SIZE, training=False, batch_size=3)
+    ds = stream_dataset(stream_dir, "test", size=SIZE, training=False, batch_size=3)
     batches = list(ds.as_numpy_iterator())
     assert sum(len(b["label"]) for b in batches) == len(records)  # one pass
     first = batches[0]
@@ -157,8 +172,8 @@ def test_stream_dataset_evaluation(data_dir):
     assert first["video_id"][0] == records[0]["video_id"]
     again = next(iter(ds.as_numpy_iterator()))
     np.testing.assert_array_equal(again["image"], first["image"])
-    small = next(iter(streams.stream_dataset(stream_dir, "test", size=16, training=False,
-                                             batch_size=2)))
+    small = next(iter(stream_dataset(stream_dir, "test", size=16, training=False,
+                                     batch_size=2)))
     assert small["image"].shape == (2, 16, 16, 3)
 
 
@@ -167,11 +182,11 @@ def take(ds, n):
 
 
 def test_training_is_seeded_and_augmented(data_dir):
-    stream_dir = streams.ensure_stream(data_dir, "dynamic", progress=False)
+    stream_dir = ensure_stream(data_dir, "dynamic", progress=False)
 
     def batches(seed):
-        return take(streams.stream_dataset(stream_dir, "train", size=24, training=True,
-                                           batch_size=4, seed=seed), 3)
+        return take(stream_dataset(stream_dir, "train", size=24, training=True,
+                                   batch_size=4, seed=seed), 3)
 
     a, b, c = batches(3), batches(3), batches(4)
     assert a[0]["image"].shape == (4, 24, 24, 3)
@@ -180,21 +195,21 @@ def test_training_is_seeded_and_augmented(data_dir):
         np.testing.assert_array_equal(x["video_id"], y["video_id"])
     assert any(not np.array_equal(x["image"], z["image"]) for x, z in zip(a, c))
     # Repeated: more images than the split holds.
-    assert len(take(streams.stream_dataset(stream_dir, "train", size=24, training=True,
-                                           batch_size=4, seed=1), 6)) == 6
+    assert len(take(stream_dataset(stream_dir, "train", size=24, training=True,
+                                   batch_size=4, seed=1), 6)) == 6
 
 
 @pytest.mark.parametrize("stream,negate_x", [("flow", True), ("dynamic", False)])
 def test_flip(data_dir, stream, negate_x):
     """With no size jitter and the stored size, a training image is the image or its flip."""
-    stream_dir = streams.ensure_stream(data_dir, stream, progress=False)
+    stream_dir = ensure_stream(data_dir, stream, progress=False)
     reference = {}
-    for batch in streams.stream_dataset(stream_dir, "train", size=SIZE, training=False,
-                                        batch_size=8).as_numpy_iterator():
+    for batch in stream_dataset(stream_dir, "train", size=SIZE, training=False,
+                                batch_size=8).as_numpy_iterator():
         for image, video_id, index in zip(batch["image"], batch["video_id"], batch["clip_index"]):
             reference[video_id, index] = image
-    ds = streams.stream_dataset(stream_dir, "train", size=SIZE, training=True, batch_size=8,
-                                seed=0, scale_range=(1.0, 1.0))
+    ds = stream_dataset(stream_dir, "train", size=SIZE, training=True, batch_size=8,
+                        seed=0, scale_range=(1.0, 1.0))
     flipped = kept = 0
     for batch in take(ds, 4):
         for image, video_id, index in zip(batch["image"], batch["video_id"], batch["clip_index"]):
@@ -213,16 +228,16 @@ def test_flip(data_dir, stream, negate_x):
 
 def test_avd_streams_need_a_model(data_dir, tmp_path):
     with pytest.raises(ValueError, match="needs avd_model_dir"):
-        streams.ensure_stream(data_dir, "avd_rgb", progress=False)
+        ensure_stream(data_dir, "avd_rgb", progress=False)
     with pytest.raises(FileNotFoundError, match="no such AVD model folder"):
-        streams.ensure_stream(data_dir, "avd_flow", avd_model_dir=str(tmp_path / "missing"))
+        ensure_stream(data_dir, "avd_flow", avd_model_dir=str(tmp_path / "missing"))
     model_dir = tmp_path / "avd"
     model_dir.mkdir()
     (model_dir / "model.keras").write_bytes(b"first")
-    before = streams.default_cache_dir(data_dir, "avd_rgb", str(model_dir))
+    before = default_cache_dir(data_dir, "avd_rgb", str(model_dir))
     assert os.path.basename(before).startswith("avd_rgb-")
     (model_dir / "model.keras").write_bytes(b"retrained")
-    assert streams.default_cache_dir(data_dir, "avd_rgb", str(model_dir)) != before
+    assert default_cache_dir(data_dir, "avd_rgb", str(model_dir)) != before
 
 
 @pytest.mark.parametrize("stream", streams.AVD_STREAMS)
@@ -237,18 +252,18 @@ def test_avd_streams(data_dir, tmp_path, stream):
     # needs E's weights, whatever they are.
     model_dir = tmp_path / "avd"
     model_dir.mkdir()
-    source = "rgb" if stream == "avd_rgb" else "flow"
+    source = streams.avd_input(stream)
     build_avd("small", stream=source, image_size=SIZE).encoder.save(model_dir / "encoder.keras")
     (model_dir / "config.json").write_text(json.dumps({"stream": source, "preset": "small",
                                                        "image_size": SIZE}))
-    stream_dir = streams.ensure_stream(data_dir, stream, avd_model_dir=str(model_dir),
-                                       clips_per_video=2, progress=False)
+    stream_dir = ensure_stream(data_dir, stream, avd_model_dir=str(model_dir),
+                               clips_per_video=2, progress=False)
     assert os.path.basename(stream_dir).startswith(f"{stream}-")
-    info = streams.stream_info(stream_dir)
+    info = stream_info(stream_dir)
     assert info["channels"] == 3 and info["splits"]["train"]["videos"] == 4
-    batch = next(iter(streams.stream_dataset(stream_dir, "train", size=SIZE, training=True,
-                                             batch_size=2, seed=0)))
+    batch = next(iter(stream_dataset(stream_dir, "train", size=SIZE, training=True,
+                                     batch_size=2, seed=0)))
     assert batch["image"].shape == (2, SIZE, SIZE, 3)
     other = "avd_flow" if stream == "avd_rgb" else "avd_rgb"
     with pytest.raises(ValueError, match=f"distils the '{stream}' stream, not '{other}'"):
-        streams.ensure_stream(data_dir, other, avd_model_dir=str(model_dir), progress=False)
+        ensure_stream(data_dir, other, avd_model_dir=str(model_dir), progress=False)

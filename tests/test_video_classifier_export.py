@@ -12,11 +12,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from avd_tf import streams
 from avd_tf.classify import evaluate as ev
-from avd_tf.classify import scores, streams
+from avd_tf.classify import scores
 from avd_tf.classify.export import INFO_FILE, export_video_classifier
 from avd_tf.classify.finetune import finetune
+from avd_tf.classify.stream_images import decoded_videos
 from avd_tf.inputs import clip_dataset
+from avd_tf.inputs.images import stream_dataset
 from avd_tf.models import build_avd
 from conftest import prepared_motion_videos
 
@@ -39,10 +42,10 @@ def avd_model(root, source):
     return str(model_dir)
 
 
-@pytest.mark.parametrize("source", ["rgb", "flow"])
+@pytest.mark.parametrize("source", list(streams.CLIP_CHANNELS))
 @pytest.mark.slow
 def test_saved_video_classifier_gives_avd_evaluates_video_scores(data_dir, tmp_path, source):
-    stream = f"avd_{source}"
+    stream = streams.avd_stream(source)
     avd_dir = avd_model(tmp_path, source)
     classifier_dir = str(tmp_path / "classifier")
     finetune(data_dir, stream, classifier_dir, backbone="alexnet", weights="none", epochs=1,
@@ -60,7 +63,7 @@ def test_saved_video_classifier_gives_avd_evaluates_video_scores(data_dir, tmp_p
     config = ev.read_model_config(classifier_dir)
     model = ev.load_model(classifier_dir)
     stream_dir = config["stream_dir"]
-    probs, ids, labels = ev.predict(model, streams.stream_dataset(
+    probs, ids, labels = ev.predict(model, stream_dataset(
         stream_dir, "test", size=INPUT_SIZE, training=False, batch_size=8))
     video_ids, video_probs, _ = scores.video_scores(probs, ids, labels)
     expected = dict(zip(video_ids, video_probs))
@@ -70,7 +73,7 @@ def test_saved_video_classifier_gives_avd_evaluates_video_scores(data_dir, tmp_p
 
     serve = loaded.signatures["serving_default"]
     seen = 0
-    for video in streams.decoded_videos(data_dir, "test", flow=source == "flow"):
+    for video in decoded_videos(data_dir, "test", flow=source == "flow"):
         video_id = video["video_id"].numpy().decode()
         out = serve(frames=video["frames"])
         np.testing.assert_allclose(out["probabilities"].numpy(), expected[video_id], atol=1e-6)

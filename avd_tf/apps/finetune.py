@@ -23,14 +23,14 @@ import sys
 
 from absl import flags
 
+from avd_tf import streams
 from avd_tf.apps import describe, run_program
 from avd_tf.classify.backbones import BACKBONES
 from avd_tf.classify.finetune import SELECTION_RULES
-from avd_tf.classify.streams import AVD_STREAMS, STREAMS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Folder prepared by avd-prepare.")
-flags.DEFINE_enum("stream", None, list(STREAMS), "Image stream to classify.")
+flags.DEFINE_enum("stream", None, list(streams.STREAMS), "Image stream to classify.")
 flags.DEFINE_string("avd_model_dir", None, "AVD model folder (avd-train); avd_rgb/avd_flow only.")
 flags.DEFINE_string("model_dir", None, "Where the model, config, metrics and logs go.")
 flags.DEFINE_enum("backbone", "resnet50", list(BACKBONES), "2D CNN to fine-tune (paper Table 2).")
@@ -68,7 +68,7 @@ flags.mark_flags_as_required(["data_dir", "stream", "model_dir"])
 
 def main(argv):
     del argv
-    if FLAGS.stream in AVD_STREAMS and not FLAGS.avd_model_dir:
+    if streams.get(FLAGS.stream).avd and not FLAGS.avd_model_dir:
         sys.exit(f"avd-finetune: --stream {FLAGS.stream} needs --avd_model_dir, the folder of "
                  "an AVD model trained by avd-train (its encoder makes the distilled images)")
     from avd_tf import run_lock

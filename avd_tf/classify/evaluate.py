@@ -283,7 +283,8 @@ def evaluate(
         )
 
     # Imported only now, so bad arguments are reported without building any stream.
-    from avd_tf.classify.streams import ensure_stream, stream_dataset
+    from avd_tf.classify.stream_cache import ensure_stream
+    from avd_tf.inputs.images import stream_dataset
 
     video_level = {}
     total_videos = {}

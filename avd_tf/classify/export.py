@@ -32,9 +32,10 @@ import keras
 import tensorflow as tf
 
 from avd_tf.classify.evaluate import load_model, read_model_config
-from avd_tf.classify.streams import AVD_STREAMS
 from avd_tf.files import write_json_atomically
 from avd_tf.inputs import augment, sampling
+from avd_tf.models.export import CLIPS_LAYOUT, checked_input
+from avd_tf.streams import AVD_STREAMS, avd_stream
 from avd_tf.layout import AVD_MODEL, CLASSIFIER_MODEL, CONFIG, ENCODER
 from avd_tf.models.distill import encoder_spec, images_to_uint8, load_encoder
 
@@ -103,8 +104,7 @@ def export_video_classifier(classifier_dir: str, export_dir: str, *,
     avd_dir = _avd_model_dir(classifier_dir, config, avd_model_dir)
     encoder = load_encoder(avd_dir)
     spec = encoder_spec(encoder)
-    expected = "avd_rgb" if spec.stream == "rgb" else "avd_flow"
-    if expected != config["stream"]:
+    if avd_stream(spec.stream) != config["stream"]:
         raise ValueError(f"{avd_dir}: its encoder distils {spec.stream} clips, but "
                          f"{classifier_dir} was fine-tuned on {config['stream']!r}")
     classifier = load_model(classifier_dir)

@@ -4,7 +4,7 @@ The paper fine-tunes ImageNet-pretrained AlexNet, Inception-V1, ResNet-50 and
 ResNet-101 "by using stochastic gradient descent with the momentum of 0.9 and
 an annealed learning rate that is started with 3e-3 and multiplied by a
 factor of 0.1 per epoch", with "size jittering, cropping, flipping, and
-re-scaling" (`avd_tf.classify.streams.stream_dataset`). Here:
+re-scaling" (`avd_tf.inputs.images.stream_dataset`). Here:
 
 * the learning rate of epoch e (0-based) is lr * lr_decay**e, set by a
   `keras.callbacks.LearningRateScheduler` at the start of each epoch (it
@@ -39,13 +39,14 @@ import time
 import keras
 import tensorflow as tf
 
-from avd_tf import terminal
-from avd_tf.classify import streams
+from avd_tf import streams, terminal
 from avd_tf.classify.backbones import build_classifier, get_spec, resolve_weights
+from avd_tf.classify.stream_cache import ensure_stream
 from avd_tf.datasets import flip_labels
 from avd_tf.files import write_json_atomically
 from avd_tf.inputs import holdout
 from avd_tf.inputs.augment import check_flip
+from avd_tf.inputs.images import num_images, stream_dataset, stream_info
 from avd_tf.inputs.shards import list_shards
 from avd_tf.layout import BACKUP, CLASSIFIER_MODEL, CONFIG, HISTORY, METRICS
 from avd_tf.records import images
@@ -161,7 +162,7 @@ def finetune(
 ) -> dict:
     """Fine-tunes `backbone` on `stream` of prepared `data_dir`; returns the metrics.
 
-    The stream is computed and cached on first use (`streams.ensure_stream`;
+    The stream is computed and cached on first use (`stream_cache.ensure_stream`;
     AVD streams need `avd_model_dir`). `weights`: "imagenet" (downloads
     through keras.applications except for efficientnet_lite0, which ships
     them; an error for alexnet), None/"none", or a weights file (see
@@ -181,10 +182,7 @@ def finetune(
     "none" (never flipped; for classes that are directions without a map).
     """
     started = time.time()
-    streams.stream_channels(stream)  # validates the name
-    if stream in streams.AVD_STREAMS and not avd_model_dir:
-        raise ValueError(f"stream {stream!r} needs avd_model_dir (--avd_model_dir): the folder "
-                         "of an AVD model trained by avd-train")
+    streams.check_avd_model(stream, avd_model_dir)
     spec = get_spec(backbone)
     size = int(input_size or spec.input_size)
     if size < spec.min_input_size:
@@ -204,17 +202,17 @@ def finetune(
     check_flip(flip)
     mirror_map = flip_labels.dataset_flip_label_map(data_dir, flip_label_map)
 
-    stream_dir = streams.ensure_stream(
+    stream_dir = ensure_stream(
         data_dir, stream, avd_model_dir=avd_model_dir, cache_dir=cache_dir,
         frames_per_video=frames_per_video, window=window, stride=stride,
         clips_per_video=clips_per_video, progress=progress)
-    info = streams.stream_info(stream_dir)
+    info = stream_info(stream_dir)
     split, validation = None, None
     if select_on == "val":
         split, validation = _hold_out(stream_dir, val_fraction, seed, list(info["classes"]))
         train_images = validation["train_images"]
     else:
-        train_images = streams.num_images(stream_dir, "train")
+        train_images = num_images(stream_dir, "train")
     if train_images < batch_size:
         raise ValueError(f"{stream_dir}: the train split has {train_images} images to train "
                          f"on, fewer than one batch of {batch_size}; lower batch_size")
@@ -257,7 +255,7 @@ def finetune(
     if seed is not None:
         keras.utils.set_random_seed(seed)
     cache = fits_in_memory(list_shards(stream_dir, "train") + list_shards(stream_dir, "test"))
-    train = streams.stream_dataset(
+    train = stream_dataset(
         stream_dir, "train", size=size, training=True, batch_size=batch_size, seed=seed,
         cache=cache, flip=flip,
         mirror_classes=flip_labels.flip_permutation(mirror_map, len(config["classes"])))
@@ -266,8 +264,8 @@ def finetune(
         # Filtered per image, so the cached train split serves both sides.
         train = holdout.only_videos(train.unbatch(), split.train_ids).batch(
             batch_size, drop_remainder=True)
-        val = streams.stream_dataset(stream_dir, "train", size=size, training=False,
-                                     batch_size=batch_size, cache=cache)
+        val = stream_dataset(stream_dir, "train", size=size, training=False,
+                             batch_size=batch_size, cache=cache)
         val = holdout.only_videos(val.unbatch(), split.val_ids).batch(batch_size).apply(
             tf.data.experimental.assert_cardinality(-(-validation["val_images"] // batch_size)))
         val = val.map(lambda batch: (batch["image"], batch["label"])).prefetch(tf.data.AUTOTUNE)
@@ -316,7 +314,7 @@ def finetune(
         "backbone": backbone,
         "epochs": len(history),
         "train_images": train_images,
-        "test_images": streams.num_images(stream_dir, "test"),
+        "test_images": num_images(stream_dir, "test"),
         "train_time_s": round(sum(row.get("epoch_seconds", 0.0) for row in history), 3),
         "wall_time_s": round(time.time() - started, 3),
     }

@@ -32,6 +32,7 @@ import sys
 import time
 from typing import Callable, Mapping
 
+from avd_tf import streams
 from avd_tf.classify import report
 from avd_tf.files import write_json_atomically, write_text_atomically
 from avd_tf.layout import CLASSIFIER_MODEL, CONFIG, MANIFEST
@@ -40,9 +41,6 @@ from avd_tf.layout import CLASSIFIER_MODEL, CONFIG, MANIFEST
 # train/validation run for Kinetics.
 DATASET_SPLITS = {"ucf101": (1, 2, 3), "hmdb51": (1, 2, 3), "kinetics": None}
 KINETICS_RUN = "validation"
-# The AVD model each AVD stream's images come from: avd-train --stream.
-AVD_INPUTS = {"avd_rgb": "rgb", "avd_flow": "flow"}
-FLOW_STREAMS = ("flow", "dynamic_flow", "avd_flow")
 STAGES_DIR = ".stages"
 RESULTS = "results.json"
 
@@ -185,7 +183,7 @@ def _evaluate_action(settings: ProtocolSettings, model_dirs: list[str], data_dir
 def plan(settings: ProtocolSettings, *, progress: bool = True, log: Callable[[str], None] = print) -> list[Stage]:
     """Every stage of the protocol, in the order they run."""
     work = os.path.abspath(settings.work_dir)
-    flow = "tvl1" if any(s in FLOW_STREAMS for s in settings.streams) else "none"
+    flow = "tvl1" if streams.needs_flow(settings.streams) else "none"
     stages = []
     for run, split in runs(settings):
         run_dir = os.path.join(work, run)
@@ -203,7 +201,7 @@ def plan(settings: ProtocolSettings, *, progress: bool = True, log: Callable[[st
         ))
         avd_dirs = {}
         for stream in settings.streams:
-            source = AVD_INPUTS.get(stream)
+            source = streams.avd_input(stream)
             if source is None or source in avd_dirs:
                 continue
             avd_dirs[source] = os.path.join(run_dir, f"avd_{source}")
@@ -226,8 +224,9 @@ def plan(settings: ProtocolSettings, *, progress: bool = True, log: Callable[[st
                 "--data_dir", prepared, "--stream", stream, "--backbone", settings.backbone,
                 "--weights", settings.weights, "--model_dir", model_dir,
             ]
-            if stream in AVD_INPUTS:
-                command += ["--avd_model_dir", avd_dirs[AVD_INPUTS[stream]]]
+            source = streams.avd_input(stream)
+            if source:
+                command += ["--avd_model_dir", avd_dirs[source]]
             if settings.epochs is not None:
                 command += ["--epochs", str(settings.epochs)]
             command += list(settings.finetune_args)

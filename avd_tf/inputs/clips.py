@@ -33,8 +33,9 @@ import tensorflow as tf
 from avd_tf.inputs import augment, sampling
 from avd_tf.inputs.shards import check_flow, list_shards
 from avd_tf.records import schema
+from avd_tf.streams import CLIP_CHANNELS
 
-STREAMS = ("rgb", "flow")
+STREAMS = tuple(CLIP_CHANNELS)
 AUTOTUNE = tf.data.AUTOTUNE
 # A fixed cycle length (not AUTOTUNE, which follows the core count) keeps the
 # record order, hence a seeded pipeline, identical on every machine.
@@ -200,7 +201,7 @@ def _clips(data_dir, split, *, stream, num_frames, size, training, clips_per_vid
     files = list_shards(data_dir, split)
     if stream == "flow":
         check_flow(data_dir, split)
-    channels = 3 if stream == "rgb" else 2
+    channels = CLIP_CHANNELS[stream]
     ds = shard_records(files, sub_seed(seed, 0), shuffle=training)
     ds = ds.map(stream_parser(stream, rgb=real_frames), num_parallel_calls=AUTOTUNE)
     if cache:

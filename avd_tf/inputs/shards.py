@@ -126,7 +126,7 @@ def _damaged(path: str, data_dir: str, reason: str) -> DamagedShardError:
             os.path.dirname(os.path.abspath(path)) == os.path.abspath(data_dir)):
         remedy = f"re-run avd-prepare on {data_dir} to rebuild it"
     else:
-        # A stream cache (avd_tf.classify.streams) is remade when its folder is gone.
+        # A stream cache (avd_tf.classify.stream_cache) is remade when its folder is gone.
         remedy = f"delete {os.path.dirname(path)} to compute it again"
     return DamagedShardError(f"{path}: corrupted TFRecord ({reason}); {remedy}")
 

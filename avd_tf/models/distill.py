@@ -44,11 +44,12 @@ from avd_tf.inputs.shards import class_names, num_videos
 from avd_tf.models.avd import AVD
 from avd_tf.models.encoder import Encoder
 from avd_tf.records import images
+from avd_tf.streams import CLIP_CHANNELS
 from avd_tf.video import decode
 from avd_tf.video import flow as flow_lib
 
 SPLITS = ("train", "test")
-CHANNEL_STREAMS = {3: "rgb", 2: "flow"}
+CHANNEL_STREAMS = {channels: stream for stream, channels in CLIP_CHANNELS.items()}
 
 
 @dataclasses.dataclass(frozen=True)

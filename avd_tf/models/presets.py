@@ -10,9 +10,8 @@ from avd_tf.models.avd import AVD, GEN_LOSSES, REC_LOSSES
 from avd_tf.models.decoder import Decoder
 from avd_tf.models.encoder import Encoder
 from avd_tf.models.teacher import Teacher
-
-# Input channels per stream (paper Table 1): RGB frames, or TV-L1 flow x and y.
-STREAM_CHANNELS = {"rgb": 3, "flow": 2}
+# Input channels per clip stream (paper Table 1): RGB frames, or TV-L1 flow x and y.
+from avd_tf.streams import CLIP_CHANNELS as STREAM_CHANNELS
 LR_SCHEDULES = ("constant", "cosine")
 WARMUP_FRACTION = 0.05
 
