@@ -34,7 +34,6 @@ import tensorflow as tf
 from avd_tf.classify.evaluate import load_model, read_model_config
 from avd_tf.files import write_json_atomically
 from avd_tf.inputs import augment, sampling
-from avd_tf.models.export import CLIPS_LAYOUT, checked_input
 from avd_tf.streams import AVD_STREAMS, avd_stream
 from avd_tf.layout import AVD_MODEL, CLASSIFIER_MODEL, CONFIG, ENCODER
 from avd_tf.models.distill import encoder_spec, images_to_uint8, load_encoder
