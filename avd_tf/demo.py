@@ -23,10 +23,12 @@ import numpy as np
 
 from avd_tf.bench.machine import cpu_model
 from avd_tf.files import write_json_atomically, write_text_atomically
-from avd_tf.layout import MANIFEST
+from avd_tf.layout import MANIFEST, METRICS
 from avd_tf.readme_section import replace_section_with_image
 from avd_tf.streams import CLIP_CHANNELS, avd_input, avd_stream
 
+TIMINGS = "timings.json"
+TOTAL = "total"
 STREAMS = ("frame", "mean", "dynamic", "avd_rgb", "flow", "avd_flow")
 # The paper's Table 1 fusions, plus RGB+OF (the classic two-stream pair).
 FUSIONS = ("frame+flow", "flow+avd_flow", "avd_flow+avd_rgb", "flow+avd_flow+avd_rgb")
@@ -72,6 +74,40 @@ class DemoSettings:
     progress: bool = True
 
 
+class StageTimings:
+    """The wall time of each demo stage, in seconds, kept in `path` (timings.json).
+
+    Written as each stage finishes, so a killed run keeps the times of the
+    stages it finished; a stage reused from an earlier run keeps that run's
+    time, so the summary of a re-run still says what the whole demo costs.
+    """
+
+    def __init__(self, path: str, log: Callable[[str], None] = print):
+        self.path, self.log = path, log
+        self.previous = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                self.previous = json.load(f)
+        self.previous.pop(TOTAL, None)
+        self.times = {}
+
+    def finish(self, name: str, started: float, reused: bool) -> None:
+        """Records stage `name`, begun at `started` (time.time()), or reused from an earlier run."""
+        if reused and name in self.previous:
+            self.times[name] = self.previous[name]
+            self.log(f"{name}: reused, {self.times[name]:.0f} s in an earlier run")
+        else:
+            self.times[name] = time.time() - started
+        # Stages this run has not reached yet may still be reused by the next one.
+        write_json_atomically(self.path, {**self.previous, **self.times})
+
+    def close(self) -> dict:
+        """This run's times and their TOTAL, written to `path`; returns them."""
+        self.times[TOTAL] = sum(self.times.values())
+        write_json_atomically(self.path, self.times)
+        return self.times
+
+
 def _stage(log, index: int, total: int, text: str) -> float:
     log(f"\n=== [{index}/{total}] {text}")
     return time.time()
@@ -96,14 +132,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
     if not s.seeds:
         raise ValueError("avd-demo needs at least one training seed (--seeds)")
     os.makedirs(output_dir, exist_ok=True)
-    timings = {}
-    # A stage reused from an earlier run keeps that run's wall time, so the
-    # summary of a re-run still says what the whole demo costs.
-    timings_path = os.path.join(output_dir, "timings.json")
-    previous = json.load(open(timings_path)) if os.path.exists(timings_path) else {}
-
-    def finish(name: str, started: float, reused: bool) -> None:
-        timings[name] = previous[name] if reused and name in previous else time.time() - started
+    timings = StageTimings(os.path.join(output_dir, TIMINGS), log)
 
     video_root = os.path.join(output_dir, "videos")
     data_dir = os.path.join(output_dir, "prepared")
@@ -120,7 +149,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
         data = make_demo_dataset(video_root, num_classes=s.num_classes,
                                  videos_per_class=s.videos_per_class, frames=s.frames, size=s.size,
                                  seed=s.seed, log=log)
-    finish("videos", t, reused)
+    timings.finish("videos", t, reused)
 
     t = _stage(log, 2, total, "avd-prepare: JPEG frames + TV-L1 flow -> TFRecords")
     reused = os.path.exists(os.path.join(data_dir, MANIFEST))
@@ -133,7 +162,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
         prepare(dataset, os.path.join(video_root, "videos"), data_dir,
                 ConvertOptions(size=s.size, clip_frames=8), dataset_name="demo",
                 workers=s.workers, progress=s.progress, flip_label_map=flip_map, log=log)
-    finish("prepare", t, reused)
+    timings.finish("prepare", t, reused)
 
     runs = {}
     t = _stage(log, 3, total, f"avd-train: AVD on {', '.join(avd_streams)}, seeds "
@@ -147,7 +176,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
             train_avd(data_dir, avd_dirs[seed][stream], stream=stream, preset=s.avd_preset,
                       epochs=s.avd_epochs, steps_per_epoch=s.avd_steps, seed=seed,
                       progress=s.progress, log=log)
-    finish("avd_train", t, reused)
+    timings.finish("avd_train", t, reused)
 
     t = _stage(log, 4, total, f"avd-finetune: {s.backbone} ({s.weights}) on {', '.join(s.streams)}")
     model_dirs = {seed: [os.path.join(seed_dir(output_dir, seed), "classifiers", stream)
@@ -163,7 +192,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
                      batch_size=s.batch_size, input_size=s.input_size, lr=s.finetune_lr,
                      lr_decay=s.finetune_lr_decay, seed=seed, avd_model_dir=avd_dir,
                      progress=s.progress, log=log)
-    finish("finetune", t, reused)
+    timings.finish("finetune", t, reused)
 
     t = _stage(log, 5, total, "avd-evaluate: video-level accuracy per stream and late fusion")
     fusions = [f for f in FUSIONS if set(f.split("+")) <= set(s.streams)]
@@ -178,7 +207,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
     results["avd"] = {stream: aggregate_avd([avd_dirs[seed][stream] for seed in s.seeds])
                       for stream in avd_streams}
     write_json_atomically(os.path.join(output_dir, "results.json"), results)
-    finish("evaluate", t, False)
+    timings.finish("evaluate", t, False)
 
     t = _stage(log, 6, total, "figures and summary.md")
     first = s.seeds[0]
@@ -186,9 +215,8 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
     confusion = os.path.join(seed_dir(output_dir, first), "confusion.png")
     if os.path.exists(confusion):
         figures.append(confusion)
-    finish("figures", t, False)
-    timings["total"] = sum(timings.values())
-    write_summary(output_dir, results, figures, timings, s, data)
+    timings.finish("figures", t, False)
+    write_summary(output_dir, results, figures, timings.close(), s, data)
     log(open(os.path.join(output_dir, "summary.md")).read())
     return results
 
@@ -262,12 +290,13 @@ AVD_FIGURES = ("val_psnr", "val_still_psnr", "val_motion_gain_db", "val_motion_r
 
 def aggregate_avd(model_dirs: list[str]) -> dict:
     """AVD_FIGURES over the runs in `model_dirs`: {name: {"mean", "std", "runs"}}."""
-    from avd_tf.run_dir import METRICS
+    from avd_tf.run_dir import read_metrics
 
-    metrics = [json.load(open(os.path.join(path, METRICS))) for path in model_dirs]
+    # clips_per_second is in "timing", the other figures in "final".
+    figures = [{**m["timing"], **m["final"]} for m in map(read_metrics, model_dirs)]
     out = {}
     for key in AVD_FIGURES:
-        values = [m[key] for m in metrics if m.get(key) is not None]
+        values = [m[key] for m in figures if m.get(key) is not None]
         if values:
             mean, std = mean_std(values)
             out[key] = {"mean": mean, "std": std, "runs": values}
@@ -276,8 +305,6 @@ def aggregate_avd(model_dirs: list[str]) -> dict:
 
 def _all_finished(run_dirs) -> bool:
     """Whether every training run in `run_dirs` has written its metrics.json (its end mark)."""
-    from avd_tf.run_dir import METRICS
-
     return all(os.path.exists(os.path.join(path, METRICS)) for path in run_dirs)
 
 
@@ -287,7 +314,7 @@ def write_figures(output_dir: str, data_dir: str, avd_dirs: dict, s: DemoSetting
     from avd_tf.classify.dynamic_images import dynamic_image, to_uint8
     from avd_tf.inputs import class_names, clip_dataset
     from avd_tf.models.distill import distill, encoder_spec, load_encoder
-    from avd_tf.run_dir import METRICS
+    from avd_tf.run_dir import read_metrics
 
     figures = []
     classes = class_names(data_dir)
@@ -330,7 +357,7 @@ def write_figures(output_dir: str, data_dir: str, avd_dirs: dict, s: DemoSetting
     if avd_dirs:
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
         for stream, path in avd_dirs.items():
-            history = json.load(open(os.path.join(path, METRICS)))["history"]
+            history = read_metrics(path)["history"]
             epochs = list(range(1, len(history) + 1))
             axes[0].plot(epochs, [h["rec_loss"] for h in history], label=f"{stream} train")
             axes[0].plot(epochs, [h["val_rec_loss"] for h in history], "--", label=f"{stream} test")
@@ -432,7 +459,6 @@ def write_summary(output_dir: str, results: dict, figures: list[str], timings: d
         "",
     ]
     write_text_atomically(os.path.join(output_dir, "summary.md"), "\n".join(lines))
-    write_json_atomically(os.path.join(output_dir, "timings.json"), timings)
 
 
 README_SECTION = "avd-demo results"

@@ -4,7 +4,10 @@
 (`keras.callbacks.CSVLogger(append=True)`); `backup/` is
 `keras.callbacks.BackupAndRestore`'s state after the last finished epoch;
 `metrics.json`, written last, marks a finished run; `logs/` is for
-TensorBoard (their names: `avd_tf.layout`). `open_run` refuses a model_dir
+TensorBoard (their names: `avd_tf.layout`). Both programs' metrics.json has
+one layout (`run_metrics`): "program", "run" (what ran: stream, model,
+counts), "history" (history.csv's rows), "final" (the figures of the epoch
+whose model was kept and the "rule" that kept it) and "timing". `open_run` refuses a model_dir
 that holds another run and finds a finished one; `start_run` clears what a
 fresh start must not inherit or says where a resumed run goes on. The
 settings both programs share live here too: the in-memory caching rule, the
@@ -17,12 +20,13 @@ import contextlib
 import csv
 import json
 import os
+import statistics
 import time
 from typing import Callable
 
 import keras
 
-from avd_tf.files import keras_temporary
+from avd_tf.files import keras_temporary, write_json_atomically
 from avd_tf.layout import BACKUP, CONFIG, HISTORY, LOGS, METRICS
 
 # Below this many bytes of input shards the parsed inputs stay in memory
@@ -56,13 +60,18 @@ def precision(name: str):
         keras.config.set_dtype_policy(policy)
 
 
+# The per-epoch keys EpochTimer adds besides `<unit>_per_second`.
+TIMER_SECONDS = ("train_seconds", "epoch_seconds")
+RATE_SUFFIX = "_per_second"
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Adds train_seconds, `<unit>_per_second` (training only) and epoch_seconds to epoch logs."""
 
     def __init__(self, items_per_epoch: int, unit: str):
         super().__init__()
         self.items_per_epoch = items_per_epoch
-        self.key = f"{unit}_per_second"
+        self.key = unit + RATE_SUFFIX
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -124,6 +133,57 @@ def read_history(model_dir: str) -> list[dict]:
     return [{"epoch": epoch + 1, **rows[epoch]} for epoch in sorted(rows)]
 
 
+def _is_timing(key: str) -> bool:
+    return key in TIMER_SECONDS or key.endswith(RATE_SUFFIX)
+
+
+def epoch_figures(row: dict) -> dict:
+    """An epoch's row of history without EpochTimer's keys (those go to "timing")."""
+    return {key: value for key, value in row.items() if not _is_timing(key)}
+
+
+def run_metrics(program: str, run: dict, history: list[dict], *, started: float,
+                final: dict | None = None, rule: str = "last") -> dict:
+    """The content of a finished run's metrics.json.
+
+    "final" is `rule` and the figures of `final` (by default the last row of
+    `history`); "timing" sums EpochTimer's seconds over the epochs, takes
+    the median of each `<unit>_per_second` (robust to the first epoch of a
+    run, which also traces the step) and the wall time since `started`.
+    """
+    final = history[-1] if final is None else final
+    timing = {}
+    if history:
+        for key in TIMER_SECONDS:
+            timing[key] = round(sum(row.get(key, 0.0) for row in history), 3)
+        for key in sorted({key for row in history for key in row if key.endswith(RATE_SUFFIX)}):
+            timing[key] = statistics.median(row[key] for row in history if key in row)
+    timing["wall_seconds"] = round(time.time() - started, 3)
+    return {"program": program, "run": run, "history": history,
+            "final": {"rule": rule, **epoch_figures(final)}, "timing": timing}
+
+
+def write_metrics(model_dir: str, metrics: dict) -> None:
+    """Writes model_dir/metrics.json, the mark of a finished run (atomically)."""
+    write_json_atomically(os.path.join(model_dir, METRICS), metrics)
+
+
+def read_metrics(model_dir: str) -> dict:
+    """model_dir/metrics.json as `run_metrics` makes it; a one-line ValueError otherwise."""
+    path = os.path.join(model_dir, METRICS)
+    with open(path) as f:
+        try:
+            metrics = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from error
+    missing = [key for key in ("program", "run", "history", "final", "timing")
+               if key not in metrics]
+    if missing:
+        raise ValueError(f"{path}: not the metrics layout of avd_tf.run_dir (no "
+                         f"{', '.join(missing)}); delete {model_dir} to run again")
+    return metrics
+
+
 def backup_epoch(model_dir: str) -> int | None:
     """Epochs finished according to BackupAndRestore's metadata, or None without a backup."""
     path = os.path.join(model_dir, BACKUP, "training_metadata.json")
@@ -173,8 +233,7 @@ def open_run(model_dir: str, config: dict, *, program: str,
     if previous is not None and done is None and os.path.isfile(metrics_path):
         log(f"{program}: {model_dir} already holds this finished run ({metrics_path}); "
             "delete it or use another model_dir to train again")
-        with open(metrics_path) as f:
-            return json.load(f), None
+        return read_metrics(model_dir), None
     return None, done
 
 

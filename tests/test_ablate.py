@@ -22,6 +22,7 @@ from avd_tf.models import build_avd
 from avd_tf.records import schema
 from avd_tf.records.convert import ConvertOptions
 from avd_tf.records.holdout import holdout_folder
+from avd_tf.run_dir import read_metrics
 from avd_tf.video import synthetic
 
 from conftest import prepare_folder
@@ -173,6 +174,10 @@ def test_control_is_the_untrained_encoder_through_the_same_pipeline(ablation):
         np.testing.assert_array_equal(weights[-1], start)
         assert set(run["figures"]) == {"val_psnr", "val_still_psnr", "val_motion_gain_db",
                                        "val_motion_r2", "val_scene_psnr"}
+        # Its metrics.json has avd-train's layout, with no epoch trained.
+        metrics = read_metrics(avd_dir)
+        assert metrics["history"] == [] and metrics["final"]["rule"] == "untrained"
+        assert metrics["final"]["val_psnr"] == run["figures"]["val_psnr"]
     # Seeded: each seed its own initial E.
     assert not np.allclose(weights[0], weights[1])
 

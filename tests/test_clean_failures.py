@@ -31,6 +31,9 @@ TINY_AVD = ["--preset", "small", "--num_frames", "8", "--image_size", "32", "--e
 TINY_CLASSIFIER = ["--backbone", "alexnet", "--weights", "none", "--input_size", "64",
                    "--epochs", "1", "--steps_per_epoch", "1", "--batch_size", "4", "--noprogress"]
 NOT_A_FOLDER = "Not a directory (a file stands where the path needs a folder)"
+NO_FOLDER = "no such folder; prepared data is a folder that avd-prepare makes"
+NO_MANIFEST = ("no manifest.json in this folder, so not prepared data (avd-prepare writes it "
+               "when it finishes)")
 # Which video is named first depends on the seeded shard order: '*' matches it.
 NO_FLOW = "{w}/rgb/manifest.json: video 'train/*' has no optical flow frames"
 
@@ -60,9 +63,9 @@ CASES = [
                                  "--split_dir", "{w}/none", "--work_dir", "{w}/protocol"],
      "{w}/none: UCF101 split folder not found"),
     ("train on no folder", ["avd-train", "--data_dir", "{w}/none", "--model_dir", "{w}/out5"],
-     "{w}/none/manifest.json: no manifest"),
+     "{w}/none: " + NO_FOLDER),
     ("train on videos, not prepared", ["avd-train", "--data_dir", "{w}/videos", "--model_dir",
-                                       "{w}/out6"], "{w}/videos/manifest.json: no manifest"),
+                                       "{w}/out6"], "{w}/videos: " + NO_MANIFEST),
     ("train flow on data without flow", ["avd-train", "--data_dir", "{w}/rgb", "--model_dir",
                                          "{w}/out7", "--stream", "flow", *TINY_AVD],
      NO_FLOW),
@@ -90,7 +93,10 @@ CASES = [
      "{w}/afile/e: " + NOT_A_FOLDER),
     ("fine-tune on a model folder", ["avd-finetune", "--data_dir", "{w}/avd_flow", "--stream",
                                      "frame", "--model_dir", "{w}/out12"],
-     "{w}/avd_flow/manifest.json: missing"),
+     "{w}/avd_flow: " + NO_MANIFEST),
+    ("fine-tune on a file", ["avd-finetune", "--data_dir", "{w}/afile", "--stream", "frame",
+                             "--model_dir", "{w}/out20"],
+     "{w}/afile: a file, not a folder; prepared data is a folder that avd-prepare makes"),
     ("fine-tune with a prepared folder as AVD model", [
         "avd-finetune", "--data_dir", "{w}/flow", "--stream", "avd_flow", "--avd_model_dir",
         "{w}/rgb", "--model_dir", "{w}/out13"],
@@ -117,7 +123,7 @@ CASES = [
     ("demo into a path under a file", ["avd-demo", "--output_dir", "{w}/afile/demo"],
      "{w}/afile/demo: " + NOT_A_FOLDER),
     ("ablate on no folder", ["avd-ablate", "--data_dir", "{w}/none", "--output_dir", "{w}/out19"],
-     "{w}/none/manifest.json: no manifest"),
+     "{w}/none: " + NO_FOLDER),
 ]
 
 

@@ -108,3 +108,28 @@ def test_kind_and_motion_accuracies_from_the_confusion_matrix():
     row = aggregate(runs)["streams"]["frame"]
     assert row["top1"] == pytest.approx(0.5) and row["top1_std"] == pytest.approx(np.std([0.4, 0.6], ddof=1))
     assert row["kind_accuracy"] == pytest.approx(0.7) and row["kind_accuracy_std"] == 0.0
+
+
+def test_stage_times_are_kept_as_each_stage_finishes_and_reused_after_a_kill(tmp_path):
+    import time
+
+    from avd_tf.demo import TIMINGS, TOTAL, StageTimings
+
+    path = str(tmp_path / TIMINGS)
+    first = StageTimings(path, log=lambda _: None)
+    first.finish("videos", time.time() - 5, reused=False)
+    first.finish("prepare", time.time() - 7, reused=False)
+    # Killed here: the finished stages' times are on disk already.
+    kept = json.loads((tmp_path / TIMINGS).read_text())
+    assert set(kept) == {"videos", "prepare"} and kept["prepare"] >= 7
+    lines = []
+    second = StageTimings(path, log=lines.append)
+    second.finish("videos", time.time(), reused=True)
+    second.finish("prepare", time.time() - 2, reused=False)  # its output was gone: redone
+    assert second.times["videos"] == kept["videos"] and 2 <= second.times["prepare"] < 7
+    assert lines == [f"videos: reused, {kept['videos']:.0f} s in an earlier run"]
+    done = second.close()
+    assert json.loads((tmp_path / TIMINGS).read_text()) == done
+    assert done[TOTAL] == pytest.approx(done["videos"] + done["prepare"])
+    # The total of a finished run is not taken for a stage's time by the next one.
+    assert TOTAL not in StageTimings(path).previous

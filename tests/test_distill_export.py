@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -267,6 +268,23 @@ def test_saved_model_round_trip_equals_the_keras_encoder(programs, rgb_model_dir
     keras_images = distill.uint8_distiller(encoder)(to_signed_unit(clips)).numpy()
     np.testing.assert_array_equal(served, keras_images)
     np.testing.assert_array_equal(loaded.distill(tf.constant(clips))["images"].numpy(), served)
+
+    # Called directly (as TF Serving does) or as the restored function, the
+    # graph refuses another shape in one message saying what it expected.
+    expected = "distill: input clips must be uint8 (clips, frames, height, width, channels), "
+    bad = [
+        (np.zeros((8, SIZE, SIZE, 3), np.uint8), "a tensor of rank 5"),
+        (np.zeros((2, 4, SIZE, SIZE, 3), np.uint8), "with frames = 8"),
+        (np.zeros((2, 8, SIZE + 1, SIZE, 3), np.uint8), f"with height = {SIZE}"),
+        (np.zeros((2, 8, SIZE, SIZE, 2), np.uint8), "with channels = 3"),
+    ]
+    for call in (lambda x: serving(clips=x), loaded.distill):
+        for array, reason in bad:
+            with pytest.raises(tf.errors.InvalidArgumentError,
+                               match=re.escape(expected + reason)):
+                call(tf.constant(array))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a uint8 tensor"):
+        serving(clips=tf.zeros((1, 8, SIZE, SIZE, 3), tf.float32))
 
 
 def test_avd_distill_writes_pngs_and_a_contact_sheet(programs):

@@ -67,3 +67,35 @@ def test_model_checkpoint_publishes_each_epoch_under_the_final_name(tmp_path):
     model.fit(x, y, epochs=2, callbacks=[*model_checkpoint(str(path)), look], verbose=0)
     assert seen == [[layout.CLASSIFIER_MODEL]] * 2
     np.testing.assert_allclose(keras.models.load_model(path)(x), model(x))
+
+
+def test_metrics_layout_of_a_run_and_a_refused_foreign_file(tmp_path):
+    import time
+
+    from avd_tf.run_dir import EpochTimer, read_history, read_metrics, run_metrics, write_metrics
+
+    started = time.time()
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 1), "float32")
+    model.fit(x, y, epochs=3, batch_size=2, verbose=0, callbacks=[
+        EpochTimer(4, "images"), keras.callbacks.CSVLogger(str(tmp_path / layout.HISTORY))])
+    history = read_history(str(tmp_path))
+    metrics = run_metrics("finetune", {"stream": "frame"}, history, started=started,
+                          final=history[1], rule="val")
+    write_metrics(str(tmp_path), metrics)
+    assert read_metrics(str(tmp_path)) == metrics
+    assert metrics["history"] == history and metrics["run"] == {"stream": "frame"}
+    # "final" is the chosen epoch's figures; EpochTimer's keys are summed into "timing".
+    assert metrics["final"] == {"rule": "val", "epoch": 2, "loss": history[1]["loss"]}
+    timing = metrics["timing"]
+    assert set(timing) == {"train_seconds", "epoch_seconds", "images_per_second", "wall_seconds"}
+    assert timing["train_seconds"] == pytest.approx(sum(r["train_seconds"] for r in history),
+                                                    abs=1e-3)
+    assert timing["images_per_second"] == sorted(r["images_per_second"] for r in history)[1]
+    assert timing["wall_seconds"] >= timing["epoch_seconds"]
+
+    (tmp_path / layout.METRICS).write_text('{"val_psnr": 20.0, "history": []}')
+    with pytest.raises(ValueError, match=r"metrics\.json: not the metrics layout .*\(no "
+                                         r"program, run, final, timing\); delete "):
+        read_metrics(str(tmp_path))

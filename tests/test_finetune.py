@@ -21,6 +21,7 @@ from avd_tf.datasets import load_dataset
 from avd_tf.layout import CLASSIFIER_MODEL
 from avd_tf.records.convert import ConvertOptions
 from avd_tf.records.prepare import prepare
+from avd_tf.run_dir import epoch_figures
 from avd_tf.video import synthetic
 
 CLASSES = ["TranslateLeft", "TranslateRight"]
@@ -71,11 +72,14 @@ def test_two_epochs_write_model_config_metrics(data_dir, tmp_path):
     assert [row["epoch"] for row in history] == [1, 2]
     assert history[1]["learning_rate"] == pytest.approx(0.1 * history[0]["learning_rate"])
     assert history[0]["learning_rate"] == pytest.approx(0.01)
-    # No validation at all: the last epoch is kept, and nothing is "best".
-    assert not any("val_accuracy" in row for row in history) and "best" not in metrics
-    assert metrics["last"] == history[-1]
-    assert metrics["selected"] == {"rule": "last", **history[-1]}
-    assert metrics["train_time_s"] > 0 and metrics["wall_time_s"] >= metrics["train_time_s"]
+    # No validation at all: the last epoch is kept.
+    assert not any("val_accuracy" in row for row in history)
+    assert metrics["program"] == "finetune" and metrics["run"]["validation"] is None
+    assert metrics["final"] == {"rule": "last", **epoch_figures(history[-1])}
+    assert "images_per_second" not in metrics["final"] and "epoch_seconds" in history[-1]
+    timing = metrics["timing"]
+    assert timing["train_seconds"] > 0 and timing["images_per_second"] > 0
+    assert timing["wall_seconds"] >= timing["epoch_seconds"] >= timing["train_seconds"]
     assert not os.path.exists(os.path.join(model_dir, ft.BACKUP))  # removed when finished
 
     model = keras.models.load_model(os.path.join(model_dir, CLASSIFIER_MODEL))
@@ -103,8 +107,8 @@ def test_efficientnet_lite0_imagenet_one_epoch(data_dir, tmp_path):
     metrics = ft.finetune(data_dir, "frame", model_dir, backbone="efficientnet_lite0",
                           weights="imagenet", epochs=1, batch_size=8, input_size=64,
                           steps_per_epoch=2, progress=False)
-    assert metrics["epochs"] == 1 and metrics["selected"]["epoch"] == 1
-    assert metrics["test_images"] == 2 * 8  # two test videos, 8 frames each
+    assert len(metrics["history"]) == 1 and metrics["final"]["epoch"] == 1
+    assert metrics["run"]["test_images"] == 2 * 8  # two test videos, 8 frames each
     with open(os.path.join(model_dir, ft.CONFIG)) as f:
         config = json.load(f)
     assert config["weights"] == "imagenet" and config["steps_per_epoch"] == 2
@@ -120,20 +124,20 @@ def test_select_on_val_keeps_the_best_epoch_on_held_out_videos(data_dir, tmp_pat
         config = json.load(f)
     # 2 training videos a class, each its own group: one a class is held out, 8 frames each.
     validation = config["validation"]
-    assert config["select_on"] == "val" and metrics["validation"] == validation
+    assert config["select_on"] == "val" and metrics["run"]["validation"] == validation
     assert validation["val_fraction"] == 0.2 and validation["seed"] == 0
     assert validation["groups"] == 4 and validation["val_videos"] == 2
     assert len(validation["val_groups"]) == 2 and validation["unvalidated_classes"] == []
     assert {group.split("/")[1] for group in validation["val_groups"]} == set(CLASSES)
     assert validation["val_images"] == validation["train_images"] == 16
-    assert metrics["train_images"] == 16 and config["steps_per_epoch"] == 16 // 4
+    assert metrics["run"]["train_images"] == 16 and config["steps_per_epoch"] == 16 // 4
 
     history = metrics["history"]
     accuracies = [row["val_accuracy"] for row in history]
     best = history[accuracies.index(max(accuracies))]
-    assert metrics["best"] == best and metrics["selected"] == {"rule": "val", **best}
+    assert metrics["final"] == {"rule": "val", **epoch_figures(best)}
     # This seeded run peaks before its last epoch, so keeping the last would fail here.
-    assert best["epoch"] < metrics["last"]["epoch"] == 3, accuracies
+    assert best["epoch"] < history[-1]["epoch"] == 3, accuracies
     model = keras.models.load_model(os.path.join(model_dir, CLASSIFIER_MODEL))
     assert int(model.optimizer.iterations) == best["epoch"] * config["steps_per_epoch"]
 
@@ -155,7 +159,7 @@ def test_the_test_split_is_never_read(data_dir, tmp_path):
         metrics = ft.finetune(data, "frame", str(tmp_path / rule), backbone="alexnet",
                               weights="none", epochs=1, batch_size=4, input_size=64,
                               steps_per_epoch=2, seed=0, select_on=rule, progress=False)
-        assert metrics["selected"]["rule"] == rule and metrics["epochs"] == 1
+        assert metrics["final"]["rule"] == rule and len(metrics["history"]) == 1
     with pytest.raises(tf.errors.DataLossError):
         evaluate([str(tmp_path / "last")], progress=False, log=lambda _: None)
 
@@ -196,10 +200,10 @@ def test_killed_run_resumes_at_the_next_epoch(data_dir, tmp_path, rule):
     assert [row["epoch"] for row in history_rows(model_dir)] == ["0", "1", "2"]
     with open(model_dir / ft.METRICS) as f:
         metrics = json.load(f)
-    assert metrics["epochs"] == 3
+    assert len(metrics["history"]) == 3
     rates = [row["learning_rate"] for row in metrics["history"]]
     assert rates == pytest.approx([3e-3, 3e-4, 3e-5])
-    selected = metrics["selected"]
+    selected = metrics["final"]
     assert selected["rule"] == rule
     if rule == "val":
         accuracies = [row["val_accuracy"] for row in metrics["history"]]

@@ -168,16 +168,23 @@ def test_outputs_config_and_metrics(trained, data_dir):
     assert config["config"]["encoder_filters"] == [4, 4, 4, 4]
     assert config["config"]["temporal_strides"] == [2, 2, 2, 1, 1]
     metrics = json.loads((model_dir / training.METRICS).read_text())
+    assert metrics["program"] == "train" and set(metrics) == {
+        "program", "run", "history", "final", "timing"}
+    final, timing = metrics["final"], metrics["timing"]
     for key in ("rec_loss", "gen_loss", "teacher_loss", "teacher_acc_real",
-                "teacher_acc_fake", "val_rec_loss", "val_psnr", "clips_per_second"):
-        assert math.isfinite(metrics[key]), key
-    assert 0 <= metrics["teacher_acc_real"] <= 1 and 0 <= metrics["teacher_acc_fake"] <= 1
-    assert metrics["val_psnr"] > 0 and metrics["replicas"] == 1
-    assert metrics["history"][-1]["val_psnr"] == metrics["val_psnr"]
+                "teacher_acc_fake", "val_rec_loss", "val_psnr"):
+        assert math.isfinite(final[key]), key
+    assert math.isfinite(timing["clips_per_second"]) and timing["train_seconds"] > 0
+    assert timing["wall_seconds"] > 0
+    assert 0 <= final["teacher_acc_real"] <= 1 and 0 <= final["teacher_acc_fake"] <= 1
+    assert final["val_psnr"] > 0 and metrics["run"]["replicas"] == 1
+    assert final["rule"] == "last" and final["epoch"] == metrics["history"][-1]["epoch"] == 2
+    assert metrics["history"][-1]["val_psnr"] == final["val_psnr"]
     assert all("clips_per_second" in row for row in metrics["history"])
     # The program prints the same figures as its last line.
     printed = json.loads(trained["second"].stdout.strip().splitlines()[-1])
-    assert printed["val_psnr"] == pytest.approx(metrics["val_psnr"])
+    assert printed["val_psnr"] == pytest.approx(final["val_psnr"])
+    assert printed["clips_per_second"] == pytest.approx(timing["clips_per_second"])
 
 
 def read_events(log_dir):
@@ -234,8 +241,9 @@ def test_mirrored_strategy_on_two_logical_cpus_trains_an_epoch(background):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "on 2 replica(s)" in result.stdout
     metrics = json.loads((model_dir / training.METRICS).read_text())
-    assert metrics["replicas"] == 2 and metrics["epochs"] == 1
-    assert math.isfinite(metrics["val_psnr"]) and math.isfinite(metrics["rec_loss"])
+    assert metrics["run"]["replicas"] == 2 and len(metrics["history"]) == 1
+    final = metrics["final"]
+    assert math.isfinite(final["val_psnr"]) and math.isfinite(final["rec_loss"])
     config = json.loads((model_dir / training.CONFIG).read_text())
     assert config["distribution_strategy"] == "mirrored"
     assert (model_dir / training.ENCODER).is_file()
@@ -306,8 +314,9 @@ def test_two_workers_take_the_first_step_of_one_device(data_dir, tmp_path):
 
     chief = json.loads((two_workers / training.METRICS).read_text())
     single = json.loads((one_device / training.METRICS).read_text())
-    assert chief["replicas"] == 2 and single["replicas"] == 1
-    assert chief["epochs"] == single["epochs"] == 1
+    assert chief["run"]["replicas"] == 2 and single["run"]["replicas"] == 1
+    assert len(chief["history"]) == len(single["history"]) == 1
+    chief, single = chief["final"], single["final"]
     # One step per epoch: the epoch's figures are the first step's. The
     # validation loss after the step checks that the update was the same too.
     for key in ("rec_loss", "teacher_loss", "ed_loss", "gen_loss", "val_rec_loss"):
@@ -353,7 +362,8 @@ def test_config_overrides_derive_strides_and_teacher_resolution():
 def test_bad_runs_are_refused(data_dir, tmp_path, trained):
     with pytest.raises(ValueError, match="unknown stream"):
         training.train_avd(data_dir, str(tmp_path / "a"), stream="depth")
-    with pytest.raises(FileNotFoundError, match="no manifest"):
+    with pytest.raises(FileNotFoundError, match="missing: no such folder; prepared data is a "
+                                                "folder that avd-prepare makes"):
         training.train_avd(str(tmp_path / "missing"), str(tmp_path / "b"))
     # The finished run's folder with other settings.
     with pytest.raises(ValueError, match="other settings .*config.*differ"):

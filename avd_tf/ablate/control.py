@@ -6,7 +6,8 @@ the classifier; its motion figures (D as initialised rebuilding the clip)
 are what training has to improve on. The model folder holds what
 `avd_tf.models.distill.load_encoder` and the AVD stream cache read
 (encoder.keras, config.json with the stream) and metrics.json, written
-last, with the figures `train_avd` reports for validation ("val_" keys).
+last, in `avd_tf.run_dir`'s layout with no history: "final" holds the
+figures `train_avd` reports for validation ("val_" keys), rule "untrained".
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from typing import Callable
 
 import keras
 
+from avd_tf.files import save_keras_atomically, write_json_atomically
 from avd_tf.inputs import class_names
+from avd_tf.layout import CONFIG, ENCODER
 from avd_tf.models.presets import build_avd, compile_avd, get_preset
-from avd_tf.models.training import ENCODER, validation_dataset
-from avd_tf.records.shards import write_json_atomically
-from avd_tf.run_dir import CONFIG, METRICS, open_run
+from avd_tf.models.training import validation_dataset
+from avd_tf.run_dir import open_run, run_metrics, write_metrics
 
 
 def untrained_avd(data_dir: str, model_dir: str, *, preset: str = "small", seed: int = 0,
@@ -57,15 +59,12 @@ def untrained_avd(data_dir: str, model_dir: str, *, preset: str = "small", seed:
     figures = model.evaluate(validation_dataset(data_dir, stream, config, int(seed)),
                              return_dict=True, verbose=0)
     write_json_atomically(os.path.join(model_dir, CONFIG), run_config)
-    model.encoder.save(os.path.join(model_dir, ENCODER))
-    metrics = {
-        **{f"val_{key}": float(value) for key, value in figures.items()},
-        "untrained": True,
-        "stream": stream,
-        "preset": preset,
-        "wall_time_s": round(time.time() - started, 3),
-    }
-    write_json_atomically(os.path.join(model_dir, METRICS), metrics)
+    save_keras_atomically(model.encoder, os.path.join(model_dir, ENCODER))
+    metrics = run_metrics(
+        "untrained AVD", {"stream": stream, "preset": preset, "untrained": True}, [],
+        started=started, final={f"val_{key}": float(value) for key, value in figures.items()},
+        rule="untrained")
+    write_metrics(model_dir, metrics)
     return metrics
 
 

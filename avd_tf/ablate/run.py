@@ -33,11 +33,11 @@ from avd_tf.ablate.grid import Grid, config_overrides, folder_name
 from avd_tf.classify.evaluate import evaluate
 from avd_tf.classify.finetune import finetune
 from avd_tf.demo import DemoSettings
+from avd_tf.files import write_json_atomically
 from avd_tf.inputs.shards import list_shards, num_videos, read_manifest
+from avd_tf.layout import METRICS
 from avd_tf.models.training import train_avd
 from avd_tf.records.holdout import holdout_folder
-from avd_tf.records.shards import write_json_atomically
-from avd_tf.run_dir import METRICS
 
 EVAL_SPLITS = ("val", "test")
 MIN_SEEDS = 3
@@ -262,8 +262,9 @@ def run_ablation(
 
 
 def _figures(metrics: dict) -> dict:
-    """The figures of an AVD run's metrics.json the table reports."""
-    return {key: metrics[key] for key, *_ in report.FIGURES if key in metrics}
+    """The figures of an AVD run's metrics.json ("final") the table reports."""
+    final = metrics["final"]
+    return {key: final[key] for key, *_ in report.FIGURES if key in final}
 
 
 __all__ = ["CONTROL", "EVAL_SPLITS", "FinetuneSettings", "MIN_SEEDS", "OUTPUTS", "run_ablation",

@@ -94,17 +94,18 @@ def main(argv):
                 progress=FLAGS.progress)
     except (OSError, ValueError, RuntimeError) as error:
         sys.exit(f"avd-finetune: {describe(error)}")
-    selected, last = metrics["selected"], metrics["last"]
+    selected, last = metrics["final"], metrics["history"][-1]
+    wall = metrics["timing"]["wall_seconds"]
     line = f"kept epoch {selected['epoch']} of {last['epoch']} (rule: {selected['rule']})"
     if "val_accuracy" in selected:
-        validation = metrics["validation"]
+        validation = metrics["run"]["validation"]
         line += (f"; val_accuracy {selected['val_accuracy']:.4f} on {validation['val_videos']} "
                  f"held-out training videos")
-    print(f"{line}; wall time {metrics['wall_time_s']:.1f} s")
+    print(f"{line}; wall time {wall:.1f} s")
     print(json.dumps({"model_dir": FLAGS.model_dir, "select_on": selected["rule"],
                       "selected_epoch": selected["epoch"],
                       "val_accuracy": selected.get("val_accuracy"),
-                      "wall_time_s": metrics["wall_time_s"]}))
+                      "wall_time_s": wall}))
     return 0
 
 

@@ -117,7 +117,8 @@ def main(argv):
     # RuntimeError includes TrainingDivergedError, whose message says what to change.
     except (OSError, ValueError, RuntimeError) as error:
         sys.exit(f"avd-train: {describe(error)}")
-    summary = {key: metrics.get(key) for key in (
+    figures = {**metrics["timing"], **metrics["final"]}
+    summary = {key: figures.get(key) for key in (
         "epoch", "rec_loss", "gen_loss", "teacher_loss", "teacher_acc_real",
         "teacher_acc_fake", "grad_ratio", "val_rec_loss", "val_psnr", "val_still_psnr",
         "val_motion_gain_db", "val_motion_r2", "val_scene_psnr", "clips_per_second")}

@@ -19,10 +19,8 @@ Signatures:
   "probabilities" float32 (B, K), one row per clip.
 
 A wrong dtype is refused when the signature is called. Shapes are checked
-in the graph, by assertions whose message says what was expected: the
-signatures take a uint8 tensor of any shape, because a signature called
-directly (as TF Serving does) checks only the dtype, and a fixed-rank input
-spec would let a wrong rank through to fail deep in the graph.
+in the graph, by assertions whose message says what was expected
+(`avd_tf.models.export.checked_input`, as E's own export does).
 """
 from __future__ import annotations
 
@@ -34,9 +32,10 @@ import tensorflow as tf
 from avd_tf.classify.evaluate import load_model, read_model_config
 from avd_tf.files import write_json_atomically
 from avd_tf.inputs import augment, sampling
-from avd_tf.streams import AVD_STREAMS, avd_stream
 from avd_tf.layout import AVD_MODEL, CLASSIFIER_MODEL, CONFIG, ENCODER
 from avd_tf.models.distill import encoder_spec, images_to_uint8, load_encoder
+from avd_tf.models.export import CLIPS_LAYOUT, checked_input
+from avd_tf.streams import AVD_STREAMS, avd_stream
 
 VIDEO_ENDPOINT = "classify_video"
 CLIPS_ENDPOINT = "classify_clips"
@@ -54,34 +53,6 @@ def _avd_model_dir(classifier_dir: str, config: dict, avd_model_dir: str | None)
     if not path:
         raise ValueError(f"{where}: names no avd_model_dir; pass the AVD model folder")
     return path
-
-
-def _checked(tensor, endpoint: str, name: str, layout: str, sizes: list) -> tf.Tensor:
-    """`tensor` once the graph has asserted its rank and sizes.
-
-    `sizes` has one entry per axis of `layout`: an int the size must equal,
-    "positive" (at least 1), or None (any).
-    """
-    # No quotes: the assertion message shows them escaped.
-    expected = f"{endpoint}: input {name} must be uint8 {layout}"
-    rank = tf.debugging.assert_equal(tf.rank(tensor), len(sizes),
-                                     message=f"{expected}, a tensor of rank {len(sizes)}")
-    # After the rank check, so that indexing a shape of another rank cannot fail first.
-    with tf.control_dependencies([rank]):
-        shape = tf.shape(tensor)
-    checks = []
-    for axis, (size, label) in enumerate(zip(sizes, layout.strip("()").split(", "))):
-        if size == "positive":
-            checks.append(tf.debugging.assert_positive(
-                shape[axis], message=f"{expected}, with {label} >= 1"))
-        elif size is not None:
-            checks.append(tf.debugging.assert_equal(
-                shape[axis], size, message=f"{expected}, with {label} = {size}"))
-    with tf.control_dependencies(checks):
-        tensor = tf.identity(tensor)
-    # Static shape only: tf.ensure_shape would be evaluated before the assertions.
-    tensor.set_shape([size if isinstance(size, int) else None for size in sizes])
-    return tensor
 
 
 def export_video_classifier(classifier_dir: str, export_dir: str, *,
@@ -124,13 +95,15 @@ def export_video_classifier(classifier_dir: str, export_dir: str, *,
         return tf.cast(classifier(inputs, training=False), tf.float32)
 
     def classify_clips(clips):
-        clips = _checked(clips, CLIPS_ENDPOINT, "clips", "(clips, frames, height, width, channels)",
-                         [None, spec.num_frames, spec.image_size, spec.image_size, spec.channels])
+        clips = checked_input(clips, CLIPS_ENDPOINT, "clips", CLIPS_LAYOUT,
+                              [None, spec.num_frames, spec.image_size, spec.image_size,
+                               spec.channels])
         return {"probabilities": scores(augment.to_signed_unit(clips))}
 
     def classify_video(frames):
-        frames = _checked(frames, VIDEO_ENDPOINT, "frames", "(frames, height, width, channels)",
-                          ["positive", "positive", "positive", spec.channels])
+        frames = checked_input(frames, VIDEO_ENDPOINT, "frames",
+                               "(frames, height, width, channels)",
+                               ["positive", "positive", "positive", spec.channels])
         length = tf.shape(frames)[0]
         starts = sampling.evenly_spaced_starts(length, clips_per_video, span)
         indices = sampling.clip_indices(starts, length, spec.num_frames)

@@ -24,8 +24,8 @@ re-scaling" (`avd_tf.inputs.images.stream_dataset`). Here:
   `model_dir/logs` is for TensorBoard (`avd_tf.run_dir.tensorboard`);
 * `model_dir/config.json` records the run (stream, backbone, input_size,
   classes, data_dir, avd_model_dir, the held-out groups, ... : what
-  avd-evaluate reads) and `model_dir/metrics.json` the last and the
-  selected epochs (and the best by validation, with "val") and the times.
+  avd-evaluate reads) and `model_dir/metrics.json` (`avd_tf.run_dir`'s
+  layout) every epoch, the kept one with its rule, and the times.
 
 A model_dir whose config.json differs from the requested run is refused; a
 finished run with the same config is not trained again.
@@ -47,7 +47,7 @@ from avd_tf.files import write_json_atomically
 from avd_tf.inputs import holdout
 from avd_tf.inputs.augment import check_flip
 from avd_tf.inputs.images import num_images, stream_dataset, stream_info
-from avd_tf.inputs.shards import list_shards
+from avd_tf.inputs.shards import list_shards, read_manifest
 from avd_tf.layout import BACKUP, CLASSIFIER_MODEL, CONFIG, HISTORY, METRICS
 from avd_tf.records import images
 from avd_tf.run_dir import (
@@ -58,8 +58,10 @@ from avd_tf.run_dir import (
     open_run,
     precision,
     read_history,
+    run_metrics,
     start_run,
     tensorboard,
+    write_metrics,
 )
 
 SELECTION_RULES = ("last", "val")
@@ -82,17 +84,15 @@ def _build(backbone, num_classes, weights, channels, size, dropout) -> keras.Mod
         raise
 
 
-def _summary(history: list[dict], select_on: str) -> dict:
-    """"last", "selected" (the epoch in model.keras and its rule) and, for "val", "best".
+def _selected(history: list[dict], select_on: str) -> dict:
+    """The row of the epoch in model.keras: the last, or for "val" the best.
 
-    The first epoch of the highest val_accuracy, as ModelCheckpoint keeps
-    it (it saves only on a strict improvement).
+    The best is the first epoch of the highest val_accuracy, as
+    ModelCheckpoint keeps it (it saves only on a strict improvement).
     """
-    last = history[-1]
     if select_on == "last":
-        return {"last": last, "selected": {"rule": "last", **last}}
-    best = max(history, key=lambda row: row.get("val_accuracy", -math.inf))
-    return {"last": last, "best": best, "selected": {"rule": "val", **best}}
+        return history[-1]
+    return max(history, key=lambda row: row.get("val_accuracy", -math.inf))
 
 
 def _train_videos(stream_dir: str) -> dict[str, tuple[int, int]]:
@@ -171,10 +171,10 @@ def finetune(
     on. `select_on`: "last" keeps the last epoch; "val" holds out
     `val_fraction` of the training videos' groups (seeded by `seed`, or
     HOLDOUT_SEED without one) and keeps the epoch of the best val_accuracy
-    on them. Returns (and writes to metrics.json) {"last": ..., "selected":
-    {"rule", "epoch", ...}, "best" (with "val"), "validation", "history":
-    [...], "wall_time_s", "train_time_s", ...}; see the module docstring for
-    the files written.
+    on them. Returns (and writes to metrics.json) `avd_tf.run_dir.run_metrics`'s
+    layout: "final" is the kept epoch's figures and its rule, "run" holds
+    stream, backbone, image counts and the "validation" record; see the
+    module docstring for the files written.
 
     `flip`: "mirror" (a training image is flipped with probability 0.5 and
     its label becomes the mirror class of the dataset's flip_label_map:
@@ -200,6 +200,7 @@ def finetune(
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     weights = resolve_weights(weights)
     check_flip(flip)
+    read_manifest(data_dir)  # one line for a folder that is not prepared data
     mirror_map = flip_labels.dataset_flip_label_map(data_dir, flip_label_map)
 
     stream_dir = ensure_stream(
@@ -306,19 +307,11 @@ def finetune(
     history = read_history(model_dir)
     if not history:
         raise RuntimeError(f"{os.path.join(model_dir, HISTORY)}: no epoch was logged")
-    metrics = {
-        **_summary(history, select_on),
-        "validation": validation,
-        "history": history,
-        "stream": stream,
-        "backbone": backbone,
-        "epochs": len(history),
-        "train_images": train_images,
-        "test_images": num_images(stream_dir, "test"),
-        "train_time_s": round(sum(row.get("epoch_seconds", 0.0) for row in history), 3),
-        "wall_time_s": round(time.time() - started, 3),
-    }
-    write_json_atomically(os.path.join(model_dir, METRICS), metrics)
+    run = {"stream": stream, "backbone": backbone, "train_images": train_images,
+           "test_images": num_images(stream_dir, "test"), "validation": validation}
+    metrics = run_metrics("finetune", run, history, started=started,
+                          final=_selected(history, select_on), rule=select_on)
+    write_metrics(model_dir, metrics)
     return metrics
 
 

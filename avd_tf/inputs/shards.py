@@ -63,7 +63,12 @@ def read_manifest(data_dir: str) -> dict:
     """Reads `manifest.json` of a prepared data folder."""
     path = os.path.join(data_dir, MANIFEST)
     if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path}: no manifest (avd-prepare writes it when it finishes)")
+        if not tf.io.gfile.isdir(data_dir):
+            what = "a file, not a folder" if tf.io.gfile.exists(data_dir) else "no such folder"
+            raise FileNotFoundError(f"{data_dir}: {what}; prepared data is a folder that "
+                                    "avd-prepare makes")
+        raise FileNotFoundError(f"{data_dir}: no {MANIFEST} in this folder, so not prepared "
+                                "data (avd-prepare writes it when it finishes)")
     with tf.io.gfile.GFile(path, "r") as f:
         try:
             manifest = json.load(f)

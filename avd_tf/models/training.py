@@ -20,8 +20,9 @@ validation), the distribution strategy, the model (`build_avd` /
   fixed batch of test clips, each clip's middle frame (flow colour coded)
   next to E's image (`DistilledImageSummary`);
 * at the end `avd.keras` (the whole model), `encoder.keras` (E alone, what
-  `avd_tf.models.distill` loads), and `metrics.json` (last epoch's figures,
-  history, throughput), written last: its presence marks a finished run.
+  `avd_tf.models.distill` loads), and `metrics.json` (`avd_tf.run_dir`'s
+  layout: last epoch's figures, history, throughput), written last: its
+  presence marks a finished run.
   `config.json` (preset, the full AVDConfig, stream, data_dir, classes and
   the training arguments) is written once the model is built.
 
@@ -40,7 +41,6 @@ import json
 import math
 import os
 import shutil
-import statistics
 import tempfile
 import time
 
@@ -77,27 +77,13 @@ from avd_tf.run_dir import (
     open_run,
     precision,
     read_history,
+    run_metrics,
     start_run,
     tensorboard,
+    write_metrics,
 )
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
-# The last epoch's figures metrics.json reports at its top level.
-FINAL_KEYS = (
-    "rec_loss",
-    "gen_loss",
-    "ed_loss",
-    "teacher_loss",
-    "teacher_acc_real",
-    "teacher_acc_fake",
-    "grad_ratio",
-    "val_rec_loss",
-    "val_psnr",
-    "val_still_psnr",
-    "val_motion_gain_db",
-    "val_motion_r2",
-    "val_scene_psnr",  # RGB only
-)
 LOSS_KEYS = ("rec_loss", "gen_loss", "ed_loss", "teacher_loss")
 SUMMARY_GAP = 2
 
@@ -276,21 +262,6 @@ def _restarting(make) -> tf.data.Dataset:
     return tf.data.Dataset.range(1).flat_map(lambda _: make()).with_options(options)
 
 
-def _metrics(history: list[dict], **extra) -> dict:
-    last = history[-1]
-    speeds = [row["clips_per_second"] for row in history if "clips_per_second" in row]
-    return {
-        **{key: last[key] for key in FINAL_KEYS if key in last},
-        "epoch": int(last["epoch"]),
-        "epochs": len(history),
-        # The median skips the first epoch of a run, which also traces the step.
-        "clips_per_second": statistics.median(speeds) if speeds else None,
-        "train_seconds": round(sum(row.get("train_seconds", 0.0) for row in history), 3),
-        "history": history,
-        **extra,
-    }
-
-
 def train_avd(
     data_dir: str,
     model_dir: str,
@@ -324,11 +295,13 @@ def train_avd(
     `flip`: "mirror" flips half of the training clips and frames (AVD
     learns no labels, so nothing else changes), "none" never flips.
 
-    Returns (and writes to metrics.json) the last epoch's rec_loss,
-    gen_loss, ed_loss, teacher_loss, teacher_acc_real, teacher_acc_fake,
-    grad_ratio, val_rec_loss, val_psnr, val_still_psnr, val_motion_gain_db,
-    val_motion_r2, val_scene_psnr (RGB), the per-epoch "history", "clips_per_second" of
-    training (median over epochs) and timings. Raises TrainingDivergedError
+    Returns (and writes to metrics.json, `avd_tf.run_dir.run_metrics`'s
+    layout) in "final" the last epoch's rec_loss, gen_loss, ed_loss,
+    teacher_loss, teacher_acc_real, teacher_acc_fake, grad_ratio,
+    val_rec_loss, val_psnr, val_still_psnr, val_motion_gain_db,
+    val_motion_r2, val_scene_psnr (RGB), in "history" every epoch's, in
+    "timing" the training clips_per_second (median over epochs) and times;
+    "run" holds stream, preset and replicas. Raises TrainingDivergedError
     when a loss becomes NaN or infinite.
     """
     started = time.time()
@@ -439,14 +412,9 @@ def train_avd(
         raise RuntimeError(f"{os.path.join(out_dir, HISTORY)}: no epoch was logged")
     save_keras_atomically(model, os.path.join(out_dir, AVD_MODEL))
     save_keras_atomically(model.encoder, os.path.join(out_dir, ENCODER))
-    metrics = _metrics(
-        history,
-        stream=stream,
-        preset=run_config["preset"],
-        replicas=replicas,
-        wall_time_s=round(time.time() - started, 3),
-    )
-    write_json_atomically(os.path.join(out_dir, METRICS), metrics)
+    metrics = run_metrics("train", {"stream": stream, "preset": run_config["preset"],
+                                    "replicas": replicas}, history, started=started)
+    write_metrics(out_dir, metrics)
     if throwaway is not None:
         throwaway.cleanup()
     return metrics
@@ -457,7 +425,6 @@ __all__ = [
     "CONFIG",
     "DistilledImageSummary",
     "ENCODER",
-    "FINAL_KEYS",
     "HISTORY",
     "METRICS",
     "STRATEGIES",
