@@ -13,6 +13,7 @@ import pytest
 from avd_tf.bench import flops
 from avd_tf import readme_section
 from avd_tf.bench import report as bench_report
+from avd_tf.bench import scale, scale_videos
 from avd_tf.bench.memory import peak_rss_mb, rss_mb
 from avd_tf.bench.preparation import tvl1_pairs_per_s
 from avd_tf.bench.training import TrainSettings, peak_gflops
@@ -129,3 +130,68 @@ def test_memory_and_bad_settings():
         TrainSettings(steps=0)
     with pytest.raises(ValueError, match="workers, pairs_per_worker and repeats"):
         tvl1_pairs_per_s(32, 0)
+
+
+def test_scale_benchmark_on_a_few_videos(tmp_path):
+    """avd-bench --scale's steps on 12 real tiny videos of 4 classes, in this process (the
+    program runs each in a fresh one): every figure is there, shard and split sizes follow
+    the plan, and the README table shows them."""
+    sizes = scale_videos.videos_per_class(250)
+    assert sum(sizes) == 250 and max(sizes) - min(sizes) == 1 and len(sizes) == 101
+    with pytest.raises(ValueError, match="at least 101"):
+        scale.check_sizes([100, 1000])
+    report = scale.measure_scale(str(tmp_path), [12], tvl1_videos=1, classes=4,
+                                 in_process=True, log=lambda _: None)
+    result = report["sizes"]["12"]
+    # Three videos per class: groups 1 and 2 train, group 3 tests; one shard per split.
+    assert (result["train_videos"], result["test_videos"]) == (8, 4)
+    assert result["prepared_videos"] == 12 and result["shards"] == 2
+    assert result["stream_images"] == 12 * scale_videos.FRAMES
+    assert result["image_shape"] == [scale_videos.SIZE, scale_videos.SIZE, 3]
+    assert result["epoch_batches"] == 8 // scale.BATCH_SIZE
+    for key in ("prepare_ms_per_video", "stream_ms_per_video", "cache_bytes_per_image",
+                "manifest_load_ms", "input_clips_per_s", "input_peak_rss_mb"):
+        assert math.isfinite(result[key]) and result[key] > 0, key
+    assert result["prepare_peak_rss_mb"] >= result["prepare_rss_before_mb"] > 0
+    tvl1 = report["tvl1"]
+    assert tvl1["tvl1_videos"] == 1 and tvl1["tvl1_ms_per_video"] > 0
+    assert tvl1["tvl1_added_ms_per_video"] == pytest.approx(
+        tvl1["tvl1_ms_per_video"] - tvl1["tvl1_none_ms_per_video"])
+    # One N: every ratio is 1 and every check met.
+    assert all(value == pytest.approx(1.0) for value in report["ratios"].values())
+    assert all(check["met"] for check in report["checks"].values())
+    train_list = (tmp_path / "splits-12" / "trainlist01.txt").read_text().splitlines()
+    labels = [int(line.split()[1]) for line in train_list]
+    assert labels == sorted(labels), "split files list videos class by class, as UCF101's do"
+
+    table = bench_report.scale_markdown_table(
+        {"machine": {"cpu_model": "a CPU", "cores": 2}, "scale": report})
+    assert f"| shards (10 videos each) | {result['shards']} |" in table
+    assert "4 classes of 8-frame 16x16 videos" in table
+
+
+@pytest.mark.slow
+def test_avd_bench_scale_writes_its_readme_section(tmp_path):
+    readme = tmp_path / "README.md"
+    begin, end = readme_section.markers(bench_report.SCALE_SECTION)
+    readme.write_text(f"# Title\n\n{begin}\nold\n{end}\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "avd_tf.apps.bench", "--scale", "--scale_sizes", "101",
+         "--scale_tvl1_videos", "1", "--output", str(tmp_path / "scale.json"),
+         "--readme", str(readme)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "scale.json").read_text())
+    result = report["scale"]["sizes"]["101"]
+    assert report["scale"]["settings"]["steps_in_subprocesses"] is True
+    # Each step's peak is its own process's: TensorFlow's baseline, not the steps before it.
+    assert result["prepare_peak_rss_mb"] >= result["prepare_rss_before_mb"] > 0
+    table = bench_report.scale_markdown_table(report)
+    assert readme.read_text() == f"# Title\n\n{begin}\n{table}{end}\n"
+    bad = subprocess.run([sys.executable, "-m", "avd_tf.apps.bench", "--scale",
+                          "--scale_sizes", "50"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0
+    assert bad.stderr.strip().splitlines()[-1] == (
+        "avd-bench: --scale_sizes=50: need numbers of videos of at least 101 (one per class), "
+        "got [50]")

@@ -2,6 +2,7 @@ r"""avd-bench: how fast AVD trains, reads its input, distils, and prepares data 
 
   avd-bench [--quick] [--output bench.json] [--markdown bench.md] [--readme README.md]
             [--preset paper,small]
+  avd-bench --scale [--scale_sizes 1000,4000,13320] [--output scale.json] [--readme README.md]
 
 For each preset (paper: 32-frame 112x112 clips; small: 8-frame 32x32):
 
@@ -14,6 +15,10 @@ For each preset (paper: 32-frame 112x112 clips; small: 8-frame 32x32):
 * distill: E alone, compiled, and as the SavedModel of avd-export;
 * TV-L1 flow pairs/s with 1 and N = os.cpu_count() worker processes, and
   dynamic images per second (`avd_tf.bench.preparation`, `.inference`).
+
+--scale measures instead how preparation, the frame stream's cache and an
+epoch of the input pipeline grow with the number of videos
+(`avd_tf.bench.scale`), each step in a fresh process for its peak memory.
 
 --quick runs few steps and, for the paper preset, a batch of 2 instead of 16
 (one paper step at batch 16 takes minutes on 2 cores). Timings keep the best
@@ -68,6 +73,13 @@ flags.DEFINE_list("measure", ["train", "input", "distill", "tvl1", "dynamic"],
                   "Which measurements to run.")
 flags.DEFINE_string("work_dir", "", "Folder for the prepared data and the SavedModel "
                     "(default: a temporary folder, removed at the end).")
+flags.DEFINE_boolean("scale", False, "Instead of the presets: how preparation, the frame "
+                     "stream's cache and the input pipeline grow with the number of videos "
+                     "(avd_tf.bench.scale); --readme then replaces the 'avd-bench scale table' "
+                     "section.")
+flags.DEFINE_list("scale_sizes", ["1000", "4000", "13320"], "--scale: numbers of generated "
+                  "videos (at least 101, one per class).")
+flags.DEFINE_integer("scale_tvl1_videos", 12, "--scale: videos prepared with TV-L1 flow.")
 
 PARTS = ("train", "input", "distill", "tvl1", "dynamic")
 # The performance targets on a 2-core CPU (docs/performance.md); TV-L1 should scale
@@ -300,6 +312,34 @@ def _print(preset: str, result: dict) -> None:
             print(f"    {entry['share']:6.1%} {entry['seconds']:8.3f} s  {entry['name']}")
 
 
+def _scale(work_dir: str) -> int:
+    from avd_tf.bench.report import SCALE_SECTION, scale_markdown_table
+    from avd_tf.bench.scale import check_sizes, measure_scale
+    from avd_tf.readme_section import replace_section
+
+    try:
+        sizes = check_sizes([int(size) for size in FLAGS.scale_sizes])
+    except ValueError as error:
+        sys.exit(f"avd-bench: --scale_sizes={','.join(FLAGS.scale_sizes)}: {error}")
+    if FLAGS.scale_tvl1_videos < 1:
+        sys.exit(f"avd-bench: --scale_tvl1_videos={FLAGS.scale_tvl1_videos}: must be at least 1")
+    scale = measure_scale(work_dir, sizes, tvl1_videos=FLAGS.scale_tvl1_videos)
+    report = {"machine": _machine(), "scale": scale}
+    report["machine"]["load_at_end"] = list(os.getloadavg())
+    table = scale_markdown_table(report)
+    print("\n" + table)
+    if FLAGS.output:
+        write_text_atomically(FLAGS.output, json.dumps(report, indent=2) + "\n")
+        print(f"wrote {FLAGS.output}")
+    if FLAGS.markdown:
+        write_text_atomically(FLAGS.markdown, table)
+        print(f"wrote {FLAGS.markdown}")
+    if FLAGS.readme:
+        replace_section(FLAGS.readme, SCALE_SECTION, table)
+        print(f"updated the avd-bench scale table in {FLAGS.readme}")
+    return 0
+
+
 def main(argv):
     del argv
     unknown = sorted(set(FLAGS.measure) - set(PARTS))
@@ -317,6 +357,10 @@ def main(argv):
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if FLAGS.onednn == "on" else "0"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.set_verbosity(logging.WARNING)  # SavedModel export logs every file it writes
+
+    if FLAGS.scale:
+        with tempfile.TemporaryDirectory(prefix="avd-bench-scale-") as temporary:
+            return _scale(FLAGS.work_dir or temporary)
 
     from avd_tf.bench.training import configure_threads
     from avd_tf.models import PRESETS, get_preset

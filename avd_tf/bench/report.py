@@ -51,3 +51,67 @@ def markdown_table(report: dict) -> str:
         "Targets missed: " + ("; ".join(missed) if missed else "none") + ".",
     ]
     return "\n".join(lines) + "\n"
+
+
+# (label, key, format) per row of the `avd-bench --scale` table; "ratio" is
+# the largest N's figure over the smallest N's (avd_tf.bench.scale.ratios).
+SCALE_ROWS = (
+    ("train / test videos", None, None),
+    ("prepare (`--flow none`, 1 process), ms per video", "prepare_ms_per_video", "{:.2f}"),
+    ("prepare, ms per video added since the previous N", "prepare_added_ms_per_video", "{:.2f}"),
+    ("prepare: peak RSS, MB", "prepare_peak_rss_mb", "{:.0f}"),
+    ("shards (10 videos each)", "shards", "{:d}"),
+    ("manifest.json, KB", "manifest_bytes", "{:.0f}"),
+    ("manifest load, ms", "manifest_load_ms", "{:.1f}"),
+    ("frame stream cache, ms per video", "stream_ms_per_video", "{:.2f}"),
+    ("frame stream cache, ms per video added since the previous N", "stream_added_ms_per_video",
+     "{:.2f}"),
+    ("frame stream cache, bytes per image", "cache_bytes_per_image", "{:.0f}"),
+    ("frame stream cache: peak RSS, MB", "stream_peak_rss_mb", "{:.0f}"),
+    ("input pipeline, clips/s over one epoch", "input_clips_per_s", "{:.0f}"),
+    ("input pipeline: peak RSS, MB", "input_peak_rss_mb", "{:.0f}"),
+)
+# The README section that `avd-bench --scale --readme` replaces.
+SCALE_SECTION = "avd-bench scale table"
+
+
+def _scale_cell(result: dict, key: str, fmt: str) -> str:
+    value = result[key] / 1024 if key == "manifest_bytes" else result[key]
+    return fmt.format(value)
+
+
+def scale_markdown_table(report: dict) -> str:
+    """The table of an `avd-bench --scale` report: a column per N, and largest / smallest N."""
+    scale = report["scale"]
+    results = [scale["sizes"][n] for n in sorted(scale["sizes"], key=int)]
+    lines = ["| N videos | " + " | ".join(f"{r['videos']:,}" for r in results) + " | ratio |",
+             "|---" + "|---:" * (len(results) + 1) + "|"]
+    for label, key, fmt in SCALE_ROWS:
+        if key is None:
+            cells = [f"{r['train_videos']:,} / {r['test_videos']:,}" for r in results]
+            ratio = ""
+        else:
+            cells = [_scale_cell(r, key, fmt) if key in r else "-" for r in results]
+            ratio = f"{scale['ratios'][key]:.2f}" if key in scale["ratios"] else ""
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {ratio} |")
+    s, tvl1, m = scale["settings"], scale["tvl1"], report["machine"]
+    loads = [r["load_at_start"] for r in results] + [results[-1]["load_at_end"]]
+    missed = [f"{key} ratio {check['value']:.2f} (target <= {check['target']:.2f})"
+              for key, check in scale["checks"].items() if not check["met"]]
+    lines += [
+        "",
+        f"TV-L1 (`--flow tvl1`, CPU, 1 process) on {tvl1['tvl1_videos']} of the videos: "
+        f"{tvl1['tvl1_ms_per_video']:.1f} ms per video against "
+        f"{tvl1['tvl1_none_ms_per_video']:.1f} ms without flow, so flow adds "
+        f"{tvl1['tvl1_added_ms_per_video']:.1f} ms per video "
+        f"({tvl1['tvl1_pairs_per_video']} frame pairs).",
+        f"Measured by `avd-bench --scale` on {m['cpu_model']}, {m['cores']} cores: "
+        f"{s['classes']} classes of {s['frames']}-frame {s['size']}x{s['size']} videos "
+        f"(`avd_tf.bench.scale_videos`), each step in a fresh process (peak RSS includes "
+        f"TensorFlow); input batch {s['batch_size']}; load average "
+        f"{min(loads):.1f}-{max(loads):.1f}.",
+        "Linear cost (ratios: " + ", ".join(
+            f"{key} <= {check['target']:.2f}" for key, check in scale["checks"].items())
+        + "): " + ("met." if not missed else "missed: " + "; ".join(missed) + "."),
+    ]
+    return "\n".join(lines) + "\n"
