@@ -168,19 +168,51 @@ def write_metrics(model_dir: str, metrics: dict) -> None:
     write_json_atomically(os.path.join(model_dir, METRICS), metrics)
 
 
+def _from_separate_layouts(metrics: dict) -> dict | None:
+    """`run_metrics`' layout of a metrics.json written before it (None if not one).
+
+    Finished runs of that time (demo and ablation folders) stay reusable
+    without training again: avd-train's figures were flat, avd-finetune's
+    nested in "selected", the untrained control's flat without history.
+    """
+    history = metrics.get("history", [])
+    if "selected" in metrics:
+        final = dict(metrics["selected"])
+        program, rule = "finetune", final.pop("rule")
+        run = {key: metrics.get(key) for key in
+               ("stream", "backbone", "train_images", "test_images", "validation")}
+    elif metrics.get("untrained"):
+        program, rule = "untrained AVD", "untrained"
+        final = {key: value for key, value in metrics.items() if key.startswith("val_")}
+        run = {"stream": metrics.get("stream"), "preset": metrics.get("preset"), "untrained": True}
+    elif history:
+        program, rule, final = "train", "last", history[-1]
+        run = {key: metrics.get(key) for key in ("stream", "preset", "replicas")}
+    else:
+        return None
+    converted = run_metrics(program, run, history, started=time.time(), final=final, rule=rule)
+    converted["timing"]["wall_seconds"] = metrics.get("wall_time_s")
+    return converted
+
+
 def read_metrics(model_dir: str) -> dict:
-    """model_dir/metrics.json as `run_metrics` makes it; a one-line ValueError otherwise."""
+    """model_dir/metrics.json in `run_metrics`' layout; a one-line ValueError for another file."""
     path = os.path.join(model_dir, METRICS)
     with open(path) as f:
         try:
             metrics = json.load(f)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{path}: not the metrics of a training run (a JSON object)")
     missing = [key for key in ("program", "run", "history", "final", "timing")
                if key not in metrics]
     if missing:
-        raise ValueError(f"{path}: not the metrics layout of avd_tf.run_dir (no "
-                         f"{', '.join(missing)}); delete {model_dir} to run again")
+        converted = _from_separate_layouts(metrics)
+        if converted is None:
+            raise ValueError(f"{path}: not the metrics of a training run (no "
+                             f"{', '.join(missing)}); delete {model_dir} to run again")
+        return converted
     return metrics
 
 

@@ -72,7 +72,8 @@ def test_model_checkpoint_publishes_each_epoch_under_the_final_name(tmp_path):
 def test_metrics_layout_of_a_run_and_a_refused_foreign_file(tmp_path):
     import time
 
-    from avd_tf.run_dir import EpochTimer, read_history, read_metrics, run_metrics, write_metrics
+    from avd_tf.run_dir import (EpochTimer, epoch_figures, read_history, read_metrics,
+                                run_metrics, write_metrics)
 
     started = time.time()
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
@@ -95,7 +96,32 @@ def test_metrics_layout_of_a_run_and_a_refused_foreign_file(tmp_path):
     assert timing["images_per_second"] == sorted(r["images_per_second"] for r in history)[1]
     assert timing["wall_seconds"] >= timing["epoch_seconds"]
 
+    # What avd-train and avd-finetune wrote before this layout reads as this layout.
+    last, chosen = history[-1], history[1]
+    earlier = {
+        "train": {"loss": last["loss"], "epoch": 3, "epochs": 3, "history": history,
+                  "clips_per_second": 1.0, "stream": "rgb", "preset": "small", "replicas": 1,
+                  "wall_time_s": 9.5},
+        "finetune": {"last": last, "selected": {"rule": "val", **chosen}, "best": chosen,
+                     "history": history, "stream": "frame", "backbone": "alexnet",
+                     "validation": None, "train_images": 4, "test_images": 2, "epochs": 3,
+                     "wall_time_s": 9.5},
+        "untrained AVD": {"val_psnr": 20.0, "untrained": True, "stream": "rgb",
+                          "preset": "small", "wall_time_s": 9.5},
+    }
+    for program, content in earlier.items():
+        write_json_atomically(str(tmp_path / layout.METRICS), content)
+        read = read_metrics(str(tmp_path))
+        assert read["program"] == program and read["timing"]["wall_seconds"] == 9.5
+        if program == "untrained AVD":
+            assert read["final"] == {"rule": "untrained", "val_psnr": 20.0}
+            continue
+        assert read["history"] == history
+        assert read["timing"] == {**timing, "wall_seconds": 9.5}
+        row, rule = (last, "last") if program == "train" else (chosen, "val")
+        assert read["final"] == {"rule": rule, **epoch_figures(row)}
+
     (tmp_path / layout.METRICS).write_text('{"val_psnr": 20.0, "history": []}')
-    with pytest.raises(ValueError, match=r"metrics\.json: not the metrics layout .*\(no "
-                                         r"program, run, final, timing\); delete "):
+    with pytest.raises(ValueError, match=r"metrics\.json: not the metrics of a training run "
+                                         r"\(no program, run, final, timing\); delete "):
         read_metrics(str(tmp_path))
