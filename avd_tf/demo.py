@@ -167,7 +167,7 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
     runs = {}
     t = _stage(log, 3, total, f"avd-train: AVD on {', '.join(avd_streams)}, seeds "
                + ", ".join(map(str, s.seeds)))
-    avd_dirs = {seed: {stream: os.path.join(seed_dir(output_dir, seed), f"avd_{stream}")
+    avd_dirs = {seed: {stream: os.path.join(seed_dir(output_dir, seed), avd_stream(stream))
                        for stream in avd_streams} for seed in s.seeds}
     reused = all(_all_finished(dirs.values()) for dirs in avd_dirs.values())
     for seed in s.seeds:

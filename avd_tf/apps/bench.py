@@ -40,6 +40,7 @@ from absl import flags, logging
 
 from avd_tf.apps import describe, run_program
 from avd_tf.files import write_text_atomically
+from avd_tf.streams import CLIP_CHANNELS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_boolean("quick", False, "Few steps and repeats; paper preset at batch 2.")
@@ -48,7 +49,7 @@ flags.DEFINE_string("markdown", "", "Write the results as a Markdown table to th
 flags.DEFINE_string("readme", "", "Replace the 'avd-bench table' section of this Markdown file "
                     "(see avd_tf.readme_section) with the results table.")
 flags.DEFINE_list("preset", ["paper", "small"], "AVD presets to measure.")
-flags.DEFINE_enum("stream", "rgb", ["rgb", "flow"], "Stream of the trained / distilling model.")
+flags.DEFINE_enum("stream", "rgb", list(CLIP_CHANNELS), "Stream of the trained / distilling model.")
 flags.DEFINE_integer("batch_size", 0, "Training and distillation batch (0: the preset's; 2 for "
                      "the paper preset with --quick).")
 flags.DEFINE_integer("steps", 0, "Timed training steps after the first (0: 2 with --quick, else 5).")

@@ -24,10 +24,11 @@ import sys
 from absl import flags
 
 from avd_tf.apps import describe, run_program
+from avd_tf.streams import CLIP_CHANNELS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Folder prepared by avd-prepare (TFRecord shards).")
-flags.DEFINE_enum("stream", "rgb", ["rgb", "flow"], "Input of E: RGB frames or TV-L1 flow.")
+flags.DEFINE_enum("stream", "rgb", list(CLIP_CHANNELS), "Input of E: RGB frames or TV-L1 flow.")
 flags.DEFINE_enum("preset", "small", ["paper", "small"], "AVD configuration to start from.")
 flags.DEFINE_string("model_dir", None, "Where checkpoints, logs and the models go.")
 flags.DEFINE_integer("epochs", 5, "Epochs to train.")

@@ -204,7 +204,7 @@ def plan(settings: ProtocolSettings, *, progress: bool = True, log: Callable[[st
             source = streams.avd_input(stream)
             if source is None or source in avd_dirs:
                 continue
-            avd_dirs[source] = os.path.join(run_dir, f"avd_{source}")
+            avd_dirs[source] = os.path.join(run_dir, streams.avd_stream(source))
             command = _program("train") + [
                 "--data_dir", prepared, "--stream", source, "--preset", settings.preset,
                 "--model_dir", avd_dirs[source],
