@@ -50,7 +50,7 @@ def _relative_path(name: str, index: int) -> tuple[str, int]:
 
 def write_videos(video_dir: str, num_videos: int, classes: int = NUM_CLASSES, size: int = SIZE,
                  frames: int = FRAMES) -> None:
-    """Writes the first `num_videos` videos under `video_dir`; files already there are kept.
+    """Writes the first `num_videos` videos under `video_dir`; complete ones already there are kept.
 
     Classes with the same motion share its scenes: 12 motions x 25 groups
     are rendered, not one scene per class and group (the cost measured is
@@ -68,12 +68,15 @@ def write_videos(video_dir: str, num_videos: int, classes: int = NUM_CLASSES, si
                 continue
             if (motion, group) not in scenes:
                 scenes[motion, group] = synthetic.render_video(motion, group, frames, size)
-            synthetic.write_video(path, scenes[motion, group])
+            # Renamed when complete: a killed run leaves no truncated video to skip next time.
+            partial = f"{path}.partial{synthetic.VIDEO_EXTENSION}"
+            synthetic.write_video(partial, scenes[motion, group])
+            os.replace(partial, path)
 
 
 def write_splits(split_dir: str, num_videos: int,
                  classes: int = NUM_CLASSES) -> dict[str, int]:
-    """classInd.txt, trainlist01.txt and testlist01.txt of the first `num_videos`; returns counts."""
+    """classInd.txt, trainlist01.txt, testlist01.txt of the first `num_videos`; returns counts."""
     os.makedirs(split_dir, exist_ok=True)
     names = class_names(classes)
     train, test = [], []
