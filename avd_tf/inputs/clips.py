@@ -61,12 +61,23 @@ def shard_records(files: list[str], shuffle_seed: int | None, shuffle: bool) -> 
     )
 
 
-def with_element_seeds(ds: tf.data.Dataset, seed: int | None) -> tf.data.Dataset:
-    """(element, stateless seed) pairs: one seed per element for its augmentation.
+def epochs(ds: tf.data.Dataset, *, training: bool, seed: int | None, shuffle_buffer: int,
+           cache: bool, repeat: bool) -> tf.data.Dataset:
+    """Parsed records -> [cache] -> [shuffle] -> [repeat] -> training: (element, stateless seed).
 
-    The seeds go on across epochs (and are redrawn for each new iterator),
-    so every epoch augments differently; with `seed`, every run alike.
+    The order every pipeline here (clips, stream images) follows, so that
+    one `seed` gives the same elements in every run. One seed per element
+    for its augmentation; the seeds go on across epochs (and are redrawn
+    for each new iterator), so every epoch augments differently.
     """
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=sub_seed(seed, 1), reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    if not training:
+        return ds
     seeds = tf.data.Dataset.random(seed=sub_seed(seed, 2), rerandomize_each_iteration=True)
     return tf.data.Dataset.zip(ds, seeds.batch(2, drop_remainder=True))
 
@@ -204,14 +215,8 @@ def _clips(data_dir, split, *, stream, num_frames, size, training, clips_per_vid
     channels = CLIP_CHANNELS[stream]
     ds = shard_records(files, sub_seed(seed, 0), shuffle=training)
     ds = ds.map(stream_parser(stream, rgb=real_frames), num_parallel_calls=AUTOTUNE)
-    if cache:
-        ds = ds.cache()
-    if training:
-        ds = ds.shuffle(shuffle_buffer, seed=sub_seed(seed, 1), reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    if training:
-        ds = with_element_seeds(ds, seed)
+    ds = epochs(ds, training=training, seed=seed, shuffle_buffer=shuffle_buffer, cache=cache,
+                repeat=repeat)
 
     def select(video, element_seed=None):
         return _select(video, element_seed, stream=stream, num_frames=num_frames,

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from avd_tf import streams
 from avd_tf.inputs import augment
-from avd_tf.inputs.clips import pipeline_options, shard_records, sub_seed, with_element_seeds
+from avd_tf.inputs.clips import epochs, pipeline_options, shard_records, sub_seed
 from avd_tf.inputs.shards import list_shards
 from avd_tf.layout import STREAM_INFO
 from avd_tf.records import images as image_records
@@ -137,15 +137,10 @@ def stream_dataset(
     ds = shard_records(files, sub_seed(seed, 0), shuffle=training)
     ds = ds.map(lambda _, record: image_records.parse(record, mirror=stored_mirror),
                 num_parallel_calls=AUTOTUNE)
-    if cache:
-        ds = ds.cache()
-    if training:
-        buffer = max(1, min(num_images(stream_dir, split), MAX_SHUFFLE_BUFFER))
-        ds = ds.shuffle(buffer, seed=sub_seed(seed, 1), reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    if training:
-        ds = with_element_seeds(ds, seed)
+    # Only training shuffles (and needs the count).
+    buffer = max(1, min(num_images(stream_dir, split), MAX_SHUFFLE_BUFFER)) if training else 1
+    ds = epochs(ds, training=training, seed=seed, shuffle_buffer=buffer, cache=cache,
+                repeat=repeat)
 
     def prepare(element, element_seed=None):
         image, flipped = preprocess_image(
