@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from avd_tf import inputs
 from avd_tf.inputs import augment, sampling
+from avd_tf.inputs import clips as clips_module
 from avd_tf.records import schema
 
 HEIGHT, WIDTH, SIZE = 24, 32, 16
@@ -346,11 +347,73 @@ def test_avd_dataset_training_pairs(data_dir):
         assert real.shape == (4, SIZE, SIZE, 3) and real.dtype == tf.float32
 
 
-def test_avd_dataset_evaluation_is_finite(data_dir):
+def test_avd_dataset_evaluation_is_finite_and_reads_clips_only(data_dir):
     batches = list(inputs.avd_dataset(data_dir, "test", num_frames=4, size=SIZE, batch_size=4,
                                       training=False))
-    assert [(c.shape, r.shape) for c, r in batches] == [
-        ((2, 4, SIZE, SIZE, 3), (2, SIZE, SIZE, 3))]
+    assert [c.shape for c in batches] == [(2, 4, SIZE, SIZE, 3)]
+
+
+# Videos told apart by colour: video v's RGB frames have blue BLUE[v] and
+# green 8 * i on frame i; its flow has x = FLOW_X[v] px everywhere.
+BLUE = (20, 70, 120, 170)
+FLOW_X = (-12.0, -4.0, 4.0, 12.0)
+COLOURED_LENGTHS = (6, 9, 12, 15)
+
+
+def _coloured_video(v: int) -> bytes:
+    frames, fx, fy = [], [], []
+    for i in range(COLOURED_LENGTHS[v]):
+        bgr = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+        bgr[..., 0], bgr[..., 1] = BLUE[v], 8 * i
+        frames.append(_jpeg(bgr))
+    for _ in range(COLOURED_LENGTHS[v] - 1):
+        fx.append(_jpeg(np.full((HEIGHT, WIDTH), _quantise(FLOW_X[v]), np.uint8)))
+        fy.append(_jpeg(np.full((HEIGHT, WIDTH), _quantise(0.0), np.uint8)))
+    return schema.serialize(schema.EncodedVideo(
+        video_id=f"v{v}", label=v % len(CLASSES), label_name=CLASSES[v % len(CLASSES)],
+        height=HEIGHT, width=WIDTH, fps=25.0, frames=frames, flow_x=fx, flow_y=fy))
+
+
+@pytest.fixture(scope="module")
+def coloured_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("coloured")
+    _write(root / "train-00000-of-00002.tfrecord", [_coloured_video(0), _coloured_video(1)])
+    _write(root / "train-00001-of-00002.tfrecord", [_coloured_video(2), _coloured_video(3)])
+    return str(root)
+
+
+def _nearest(value: float, levels) -> int:
+    return int(np.argmin([abs(value - level) for level in levels]))
+
+
+@pytest.mark.parametrize("stream", ["rgb", "flow"])
+def test_avd_real_frames_are_single_frames_of_the_next_video(coloured_dir, stream):
+    """T's real frame of clip n is a frame of clip n + 1's video, never of the clip's own."""
+    args = dict(stream=stream, num_frames=4, size=SIZE, batch_size=3, seed=4, flip="none")
+    pairs = list(inputs.avd_dataset(coloured_dir, **args).take(5).as_numpy_iterator())
+    clips = np.concatenate([c for c, _ in pairs])
+    real = np.concatenate([r for _, r in pairs])
+    assert real.shape == (15, SIZE, SIZE, 3)
+    if stream == "rgb":
+        clip_videos = [_nearest((c[..., 2].mean() + 1) * 127.5, BLUE) for c in clips]
+    else:
+        clip_videos = [_nearest(c[..., 0].mean() * 20, FLOW_X) for c in clips]
+    real_videos = [_nearest((r[..., 2].mean() + 1) * 127.5, BLUE) for r in real]
+    assert real_videos[:-1] == clip_videos[1:]
+    assert all(r != c for r, c in zip(real_videos, clip_videos))
+    # Any single frame of that video (green 8 i), not always the same one.
+    indices = [(r[..., 1].mean() + 1) * 127.5 / 8 for r in real]
+    assert all(abs(i - round(i)) < 0.2 for i in indices)
+    assert all(round(i) < COLOURED_LENGTHS[v] for i, v in zip(indices, real_videos))
+    assert len({round(i) for i in indices}) > 3
+    # The same seed gives the same pairs; the clips are clip_dataset's.
+    again = list(inputs.avd_dataset(coloured_dir, **args).take(5).as_numpy_iterator())
+    np.testing.assert_array_equal(np.concatenate([r for _, r in again]), real)
+    alone = inputs.clip_dataset(coloured_dir, "train", stream=stream, num_frames=4, size=SIZE,
+                                training=True, batch_size=3, seed=clips_module.sub_seed(4, 10),
+                                flip="none")
+    np.testing.assert_array_equal(
+        np.concatenate([b["clip"] for b in alone.take(5).as_numpy_iterator()]), clips)
 
 
 def test_measure_throughput(data_dir):

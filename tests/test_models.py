@@ -282,6 +282,9 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
     data = np.load(sys.argv[1])
     dataset = tf.data.Dataset.from_tensor_slices((data["clips"], data["real"])).batch(8)
+    # 9 test clips in batches of 8: the last batch holds fewer clips than there
+    # are replicas, so one replica gets an empty batch.
+    test = tf.data.Dataset.from_tensor_slices(data["test"]).batch(8)
     overrides = json.loads(sys.argv[2])
 
     def make():
@@ -299,6 +302,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
         mirrored = make()
         mirrored.set_weights(start)
     logs = [m.fit(dataset, epochs=1, verbose=0).history for m in (single, mirrored)]
+    evaluated = [m.evaluate(test, verbose=0, return_dict=True) for m in (single, mirrored)]
     diffs = [np.abs(a - b).max() for a, b in zip(single.get_weights(), mirrored.get_weights())]
     moves = [np.abs(a - b).max() for a, b in zip(single.get_weights(), start)]
     print(json.dumps({
@@ -307,6 +311,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
                          for m in (single, mirrored)],
         "single": {k: v[0] for k, v in logs[0].items()},
         "mirrored": {k: v[0] for k, v in logs[1].items()},
+        "evaluated": [{k: float(v) for k, v in e.items()} for e in evaluated],
         "max_diff": float(max(diffs)),
         "min_move": float(min(moves)),
     }))
@@ -316,8 +321,15 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_mirrored_strategy_matches_one_device(video, tmp_path):
+    """fit and evaluate on 2 replicas give one device's weights and figures.
+
+    Keras reports the trackers' cross-replica totals only when a step returns
+    the keys `get_metrics_result` gives; evaluation ends on a batch smaller
+    than the replica count, which per-example trackers must handle.
+    """
     clips, real = batch(video, size=8)
-    np.savez(tmp_path / "data.npz", clips=clips, real=real)
+    test = np.stack([video[0][3 * i : 3 * i + 8] for i in range(9)])
+    np.savez(tmp_path / "data.npz", clips=clips, real=real, test=test)
     # The mean form keeps SGD(0.5)'s step moderate: the summed Eq. 1 of a clip
     # is ~2000 times larger and would amplify float rounding past the tolerance.
     overrides = {**TINY, **NARROW, "lam": 0.9, "rec_loss": "mean"}
@@ -333,8 +345,18 @@ def test_mirrored_strategy_matches_one_device(video, tmp_path):
     # Synchronised BN only where there is more than one replica to sync.
     single, mirrored = result["synchronized"]
     assert not any(single) and mirrored and all(mirrored)
+    assert set(result["single"]) == set(result["mirrored"]) == {
+        "rec_loss", "gen_loss", "ed_loss", "teacher_loss", "teacher_acc_real", "teacher_acc_fake",
+        "grad_ratio",
+    }
     for key, value in result["single"].items():
         np.testing.assert_allclose(result["mirrored"][key], value, rtol=1e-4, err_msg=key)
+    single_eval, mirrored_eval = result["evaluated"]
+    assert set(single_eval) == set(mirrored_eval) == {"rec_loss", "psnr", "scene_psnr",
+                                                      *MOTION_KEYS}
+    for key, value in single_eval.items():
+        assert np.isfinite(mirrored_eval[key]), key
+        np.testing.assert_allclose(mirrored_eval[key], value, rtol=1e-4, atol=1e-5, err_msg=key)
     # The same SGD step on both (every weight moved by up to ~1e-1 or more).
     assert result["max_diff"] < 1e-5 and result["min_move"] > 0
 
@@ -398,3 +420,5 @@ def test_bad_configurations_and_inputs_are_refused(video):
         model.train_on_batch(clips)
     with pytest.raises(ValueError, match="real frames must be RGB images"):
         model.train_on_batch(clips, real[..., :2])
+    with pytest.raises(ValueError, match="one per clip.* for 4 clips"):
+        model.fit(tf.data.Dataset.from_tensors((clips, real[:2])), verbose=0)

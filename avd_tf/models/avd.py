@@ -32,8 +32,10 @@ class AVD(keras.Model):
 
     `call(clips)` returns E(clips), the distilled images, so `predict` gives
     images. `fit` takes `(clips, real_frames)`: clips (B, T, H, W, C) and
-    single real RGB video frames (B', H, W, 3) (the paper's p_r), both in
-    [-1, 1]. Each `train_step` runs, as in the usual alternating GAN loop:
+    one single real RGB video frame per clip (B, H, W, 3) (the paper's p_r,
+    `avd_tf.inputs.avd_dataset` draws them from other videos), both in
+    [-1, 1]; `evaluate` takes clips alone. Each `train_step` runs, as in the
+    usual alternating GAN loop:
 
     (a) T's update on Eq. 2: binary cross-entropy of T on real frames
         (target 1) and on E(clips) (target 0);
@@ -302,12 +304,13 @@ class AVD(keras.Model):
             raise ValueError("AVD.train_step: expected data (clips, real_frames), got clips only")
         clips = tf.cast(clips, "float32")
         real_frames = tf.cast(real_frames, "float32")
-        if real_frames.shape.rank != 4 or not real_frames.shape[1:].is_compatible_with(
-            clips.shape[2:4] + [3]
+        if real_frames.shape.rank != 4 or not real_frames.shape.is_compatible_with(
+            clips.shape[:1] + clips.shape[2:4] + [3]
         ):
             raise ValueError(
-                f"AVD.train_step: real frames must be RGB images (B, H, W, 3) of the clips' "
-                f"size {tuple(clips.shape[2:4])}, got shape {tuple(real_frames.shape)}"
+                f"AVD.train_step: real frames must be RGB images (B, H, W, 3), one per clip, of "
+                f"the clips' size {tuple(clips.shape[2:4])}, got shape "
+                f"{tuple(real_frames.shape)} for {clips.shape[0]} clips"
             )
         encoder_vars = self.encoder.trainable_variables
         decoder_vars = self.decoder.trainable_variables
@@ -344,31 +347,38 @@ class AVD(keras.Model):
             zip(encoder_grads + decoder_grads, encoder_vars + decoder_vars)
         )
 
-        batch = ops.shape(clips)[0]
-        rec_mean = ops.mean(rec_per_example)
-        gen_mean = ops.mean(gen_per_example)
-        self.rec_tracker.update_state(rec_mean, sample_weight=batch)
-        self.gen_tracker.update_state(gen_mean, sample_weight=batch)
+        # Per-example values, as in `test_step`: a replica's empty batch adds nothing.
+        self.rec_tracker.update_state(rec_per_example)
+        self.gen_tracker.update_state(gen_per_example)
         self.ed_tracker.update_state(
-            self.lam * rec_mean + (1.0 - self.lam) * gen_mean, sample_weight=batch
+            self.lam * rec_per_example + (1.0 - self.lam) * gen_per_example
         )
-        self.teacher_tracker.update_state(
-            ops.mean(real_losses) + ops.mean(fake_losses), sample_weight=batch
-        )
-        self.acc_real_tracker.update_state(
-            ops.mean(ops.cast(real_logits > 0, "float32")),
-            sample_weight=ops.shape(real_frames)[0],
-        )
-        self.acc_fake_tracker.update_state(
-            ops.mean(ops.cast(fake_logits < 0, "float32")), sample_weight=batch
-        )
+        self.teacher_tracker.update_state(real_losses + fake_losses)
+        self.acc_real_tracker.update_state(ops.cast(real_logits > 0, "float32"))
+        self.acc_fake_tracker.update_state(ops.cast(fake_logits < 0, "float32"))
         self.grad_ratio_tracker.update_state(adv_image_grad, rec_image_grad)
         return {tracker.name: tracker.result() for tracker in self._step_trackers(False)}
 
+    def _encode_decode(self, clips):
+        """E(clips) and D(E(clips)) in inference mode; an empty batch gives empty outputs.
+
+        A replica's share of a last batch smaller than the replica count is
+        empty, and oneDNN's convolutions (TF 2.21 on CPU) return their input
+        for an empty batch, which the next layer then refuses.
+        """
+        def run():
+            images = self.encoder(clips, training=False)
+            return images, self.decoder(images, training=False)
+
+        def empty():
+            shape = ops.shape(clips)
+            return tf.zeros([0, shape[2], shape[3], 3]), tf.zeros_like(clips[:0])
+
+        return tf.cond(ops.shape(clips)[0] > 0, run, empty)
+
     def test_step(self, data):
         clips = tf.cast(keras.utils.unpack_x_y_sample_weight(data)[0], "float32")
-        images = self.encoder(clips, training=False)
-        reconstruction = self.decoder(images, training=False)
+        images, reconstruction = self._encode_decode(clips)
         rec_per_example = self._reconstruction_errors(clips, reconstruction)
         psnrs = clip_psnrs(clips, reconstruction)
         # Per-clip values, so a replica's empty last batch adds nothing (a

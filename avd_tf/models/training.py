@@ -1,10 +1,10 @@
 """Training AVD (paper section 3.4, Eq. 1-3) on prepared data: `train_avd`, used by avd-train.
 
 One call builds the tf.data inputs (`avd_tf.inputs.avd_dataset`: training
-clips with real RGB frames for T, and one centre clip per test video for
-validation), the distribution strategy, the model (`build_avd` /
-`compile_avd` from a preset with overrides) and the callbacks, runs
-`model.fit` and writes, in `model_dir`:
+clips with real RGB frames for T from the same read of the records, and
+one centre clip per test video for validation), the distribution strategy,
+the model (`build_avd` / `compile_avd` from a preset with overrides) and
+the callbacks, runs `model.fit` and writes, in `model_dir`:
 
 * `checkpoints/epoch-{epoch:03d}.weights.h5`: the weights (E, D, T and both
   optimizers) after every epoch;
@@ -233,14 +233,14 @@ def _summary_clips(data_dir, stream, config, count) -> np.ndarray:
 
 def validation_dataset(data_dir: str, stream: str, config: AVDConfig,
                        seed: int | None = None) -> tf.data.Dataset:
-    """What `train_avd` validates on: one centre clip per test video, as (clips, real frames).
+    """What `train_avd` validates on: one centre clip per test video, in batches of clips.
 
     Batches of `config.batch_size`, finite and of known length, for
     `model.evaluate` of an AVD model built from `config`.
     """
-    # Validation reads its clips once per epoch and never uses its real
-    # frames, so caching would only keep a partial cache of those frames.
-    # A known length lets Keras end the pass without a "ran out of data" warning.
+    # Validation reads its clips once per epoch: caching would only hold them
+    # in memory between epochs. A known length lets Keras end the pass
+    # without a "ran out of data" warning.
     test = avd_dataset(data_dir, "test", training=False, stream=stream,
                        num_frames=config.num_frames, size=config.image_size,
                        batch_size=config.batch_size, seed=seed, cache=False)
