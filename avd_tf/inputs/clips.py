@@ -124,8 +124,8 @@ def stream_parser(stream: str, rgb: bool = False):
     return parse
 
 
-def _real_frames(rgb, seed, num_clips):
-    """`num_clips` uniformly drawn encoded RGB frames (num_clips, 1, 1) and their augmentation seeds.
+def _draw_real_frames(rgb, seed, num_clips):
+    """`num_clips` random encoded RGB frames (num_clips, 1, 1) and their augmentation seeds.
 
     The seeds fold in from the video's own, so the clips' draws stay as they
     are without real frames.
@@ -167,7 +167,8 @@ def _select(video, seed, *, stream, num_frames, frame_stride, num_clips, trainin
     if training:
         clips["seed"] = seeds[1:]
     if "rgb" in video:
-        clips["real_encoded"], clips["real_seed"] = _real_frames(video["rgb"], seed, num_clips)
+        clips["real_encoded"], clips["real_seed"] = _draw_real_frames(
+            video["rgb"], seed, num_clips)
     return clips
 
 
@@ -366,33 +367,49 @@ def avd_dataset(
     scale_range: Sequence[float] = augment.DEFAULT_SCALE_RANGE,
     flip: str = "mirror",
 ) -> tf.data.Dataset:
-    """(clips, real_frames) batches for training AVD (Eqs. 1-3).
+    """(clips, real_frames) batches for training AVD (Eqs. 1-3); clips alone for evaluation.
 
     clips: float32 (B, num_frames, size, size, C) from `split` as in
-    `clip_dataset`; real_frames: float32 (B, size, size, 3), single RGB frames
-    of the TRAINING videos (the paper's p_r, Eq. 2), drawn independently of
-    the clips (their own shuffle and seed). Both come in the same batch size.
-    AVD learns no labels, so a flip (`flip="mirror"`) needs no label swap;
-    `flip="none"` flips neither clips nor frames.
+    `clip_dataset`; real_frames: float32 (B, size, size, 3), one single RGB
+    frame per clip (the paper's p_r, Eq. 2) of another training video: the
+    one the stream parses next (see `_with_next_videos_frame`), so the
+    records are read once. A real frame is any frame of its video, drawn and
+    augmented on its own; the clips are those of `clip_dataset` with
+    `sub_seed(seed, 10)`. AVD learns no labels, so a flip
+    (`flip="mirror"`) needs no label swap; `flip="none"` flips neither clips
+    nor frames.
 
     training=True: random clips and frames, augmented, drop_remainder and
     repeated forever (use model.fit(steps_per_epoch=...)). training=False:
-    one centre clip per video of `split`, finite, for model.evaluate; its
-    real frames are the middle frames of the training videos, cycled, so the
-    evaluation is deterministic too.
+    batches of clips only, one centre clip per video of `split`, finite, for
+    model.evaluate (which needs no real frames).
     """
-    clips = _clips(data_dir, split, stream=stream, num_frames=num_frames, size=size,
-                   training=training, clips_per_video=1, frame_stride=frame_stride,
-                   seed=sub_seed(seed, 10), shuffle_buffer=shuffle_buffer, cache=cache,
-                   repeat=training, scale_range=scale_range, flip=flip)
-    frames = _frames(data_dir, "train", stream="rgb", size=size, training=training,
-                     frames_per_video=1, seed=sub_seed(seed, 11),
-                     shuffle_buffer=shuffle_buffer, cache=cache, repeat=True,
-                     scale_range=scale_range, flip=flip)
-    clips = clips.map(lambda clip: clip["clip"])
-    frames = frames.map(lambda frame: frame["image"])
-    pairs = tf.data.Dataset.zip(clips, frames)
-    return _finish(pairs, batch_size, training, seed is not None or not training)
+    elements = _clips(data_dir, split, stream=stream, num_frames=num_frames, size=size,
+                      training=training, clips_per_video=1, frame_stride=frame_stride,
+                      seed=sub_seed(seed, 10), shuffle_buffer=shuffle_buffer, cache=cache,
+                      repeat=training, scale_range=scale_range, flip=flip, real_frames=training)
+    if training:
+        batches = _with_next_videos_frame(elements).map(
+            lambda element: (element["clip"], element["real_frame"]))
+    else:
+        batches = elements.map(lambda element: element["clip"])
+    return _finish(batches, batch_size, training, seed is not None or not training)
+
+
+def _with_next_videos_frame(elements: tf.data.Dataset) -> tf.data.Dataset:
+    """Each element with the "real_frame" of the element after it.
+
+    T's real frame then comes from another video, never from the clip's own
+    (unless the stream repeats one video back to back: a split of one video,
+    or a video ending one pass and starting the next), at no extra read. The
+    clips keep their order; the first frame of the stream goes unused.
+    """
+    def step(previous, element):
+        return element, {**previous, "real_frame": element["real_frame"]}
+
+    empty = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype),
+                                  elements.element_spec)
+    return elements.scan(empty, step).skip(1)
 
 
 def measure_throughput(dataset: tf.data.Dataset, num_batches: int) -> float:
