@@ -1,4 +1,5 @@
 """Preparation as a Beam pipeline writes the local runner's shards and manifest, byte for byte."""
+import json
 import os
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ from avd_tf.datasets import DatasetSplits, load_dataset
 from avd_tf.records import beam_pipeline, shards
 from avd_tf.records.convert import ConvertOptions
 from avd_tf.records.prepare import prepare as local_prepare
+from conftest import textured_frames, write_video
 
 OPTIONS = ConvertOptions(size=24)
 SETTINGS = dict(dataset_name="ucf101", videos_per_shard=2)
@@ -101,3 +103,42 @@ def test_app_runs_the_beam_pipeline(listed, tmp_path):
     assert result.stdout.count("FAILED") == 2
     local_prepare(load(listed), str(listed / "videos"), str(tmp_path / "local"), OPTIONS, progress=False, **SETTINGS)
     assert files(out) == files(tmp_path / "local")
+
+
+PEAK_RSS = """
+import json, resource, sys
+from avd_tf.datasets import load_dataset
+from avd_tf.records import beam_pipeline
+from avd_tf.records.convert import ConvertOptions
+
+videos, out = sys.argv[1:]
+beam_pipeline.prepare(load_dataset("folder", video_dir=videos), videos, out,
+                      ConvertOptions(size=128, flow="none"), dataset_name="folder",
+                      videos_per_shard=10, log=lambda line: None)
+print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+"""
+
+
+@pytest.mark.slow  # ~130 videos written and prepared twice, in two fresh processes: ~60 s
+def test_direct_runner_memory_stays_flat_as_the_videos_grow(tmp_path):
+    """Peak RSS of the in-process DirectRunner for 20 and then 100 videos of 48 frames at
+    128 px: the five times larger run adds far less memory than its JPEGs (grouping the
+    converted videos by shard held them all, several times over)."""
+    runs = {}
+    for count in (20, 100):
+        videos = tmp_path / f"videos{count}"
+        for i in range(count):
+            write_video(videos / f"c{i % 4}" / f"v{i:03d}.avi",
+                        textured_frames(48, 128, 128, seed=i, dx=1 + i % 3))
+        out = tmp_path / f"prepared{count}"
+        result = subprocess.run([sys.executable, "-c", PEAK_RSS, str(videos), str(out)],
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        shard_bytes = sum(path.stat().st_size for path in out.glob("*.tfrecord"))
+        runs[count] = (json.loads(result.stdout.strip().splitlines()[-1]), shard_bytes)
+    (small_peak, small_bytes), (large_peak, large_bytes) = runs[20], runs[100]
+    print(f"DirectRunner peak RSS: 20 videos {small_peak / 2**20:.0f} MB "
+          f"({small_bytes / 2**20:.1f} MB of shards), 100 videos {large_peak / 2**20:.0f} MB "
+          f"({large_bytes / 2**20:.1f} MB of shards)")
+    assert large_bytes > 4 * small_bytes
+    assert large_peak - small_peak < 0.25 * (large_bytes - small_bytes)

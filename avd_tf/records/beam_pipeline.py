@@ -5,18 +5,22 @@
 
 The driver readies the output folder exactly as the local runner does
 (`prepare.plan_run`: settings check, stale files removed, complete shards
-skipped); the pipeline's elements are the videos of the incomplete shards.
-Workers convert them (`ConvertVideo`, one OpenCV `Converter` per DoFn
-instance); the results are grouped by shard, and the one worker that receives
-a shard puts its videos back in split-file order, writes `<shard>.tmp` and
-publishes it with `shards.finish` (`WriteShard`). Once the pipeline is done,
-the driver writes manifest.json with `prepare.write_manifest`. Records,
-summaries and manifest come from the same functions as the local runner's,
-so both runners write the same bytes, and either can resume the other's run.
-One difference: on batch runners the grouping is a barrier, so shards are
-published only once every video of the run is converted, and a killed Beam
-run keeps no shard (the runner itself retries failed bundles); the local
-runner publishes each shard as soon as its videos are done.
+skipped); the pipeline's elements are the incomplete shards, each with the
+paths of its videos in shard order. A worker converts a shard's videos one
+after the other, writes each record to `<shard>.tmp` as it comes and
+publishes the shard with `shards.finish` (`PrepareShard`). Once the pipeline
+is done, the driver writes manifest.json with `prepare.write_manifest`.
+Records, summaries and manifest come from the same functions as the local
+runner's, so both runners write the same bytes, and either can resume the
+other's run.
+
+Nothing but paths is grouped or shuffled: a worker holds one converted video
+at a time, so memory stays flat however many videos the run has (grouping
+the converted videos by shard would hold every video's JPEGs at once on the
+DirectRunner, tens of GB for UCF101). The parallelism is a shard (10 videos
+by default) per worker; each shard is published as soon as it is written,
+so a killed run keeps its finished shards (the runner itself retries a
+failed bundle, which writes its `.tmp` afresh).
 
 The output folder must be a filesystem every worker sees: a local disk for
 the DirectRunner, a shared mount (NFS, Filestore) for Flink or Spark. Shard
@@ -46,10 +50,16 @@ from avd_tf.records import shards
 from avd_tf.records.convert import ConvertOptions, Converter
 
 
-class ConvertVideo(beam.DoFn):
-    """(shard, index, entry, path) -> (shard, (index, VideoResult)); never raises for bad videos."""
+class PrepareShard(beam.DoFn):
+    """(shard, split, [(entry, path), ...]) -> the shard written and published; yields its name.
 
-    def __init__(self, options: ConvertOptions):
+    Converts the shard's videos one at a time (one OpenCV `Converter` per
+    DoFn instance) and writes each record as it comes, so a worker holds one
+    converted video, never a shard's or the run's.
+    """
+
+    def __init__(self, output_dir: str, options: ConvertOptions):
+        self.output_dir = output_dir
         self.options = options
 
     def setup(self):
@@ -60,29 +70,13 @@ class ConvertVideo(beam.DoFn):
         self._converter = Converter(self.options)
 
     def process(self, element):
-        name, index, entry, path = element
-        yield name, (index, self._converter(entry, path))
-
-
-class WriteShard(beam.DoFn):
-    """Writes and publishes one shard from its converted videos; yields its name."""
-
-    def __init__(self, output_dir: str):
-        self.output_dir = output_dir
-
-    def process(self, element):
         import tensorflow as tf
 
-        name, grouped = element
-        [(split, count)] = grouped["shard"]
-        videos = sorted(grouped["videos"], key=lambda video: video[0])
-        if len(videos) != count:
-            # Publishing would mark a shard with lost videos as complete for good.
-            raise RuntimeError(f"{name}: the runner delivered {len(videos)} of its {count} videos")
+        name, split, videos = element
         summary = {"videos": [], "failures": []}
-        records = [local.add_result(summary, split, result) for _, result in videos]
         with tf.io.TFRecordWriter(os.path.join(self.output_dir, name + shards.TMP_SUFFIX)) as writer:
-            for record in records:
+            for entry, path in videos:
+                record = local.add_result(summary, split, self._converter(entry, path))
                 if record is not None:
                     writer.write(record)
         shards.finish(self.output_dir, name, summary)
@@ -102,23 +96,18 @@ def build(
     `plan` and `todo` are `prepare.plan_run`'s. Returns the PCollection of
     the names of the shards published.
     """
-    todo = list(todo)
-    videos = [
-        (name, index, entry, resolve_path(video_dir, entry))
+    # Grouped here, while they are paths: one element per shard, a split
+    # without videos included (it still gets its empty shard).
+    tasks = [
+        (name, plan[name][0], [(entry, resolve_path(video_dir, entry)) for entry in plan[name][1]])
         for name in todo
-        for index, entry in enumerate(plan[name][1])
     ]
-    # Every shard is a key of the join, so a split without videos still gets its empty shard.
-    expected = [(name, (plan[name][0], len(plan[name][1]))) for name in todo]
-    converted = (
-        pipeline
-        | "Videos" >> beam.Create(videos)
-        | "Convert" >> beam.ParDo(ConvertVideo(options))
-    )
     return (
-        {"shard": pipeline | "Shards" >> beam.Create(expected), "videos": converted}
-        | "GroupByShard" >> beam.CoGroupByKey()
-        | "Write" >> beam.ParDo(WriteShard(output_dir))
+        pipeline
+        | "Shards" >> beam.Create(tasks)
+        # Create's elements may stay on one worker; spread the shards over all.
+        | "Spread" >> beam.Reshuffle()
+        | "PrepareShard" >> beam.ParDo(PrepareShard(output_dir, options))
     )
 
 
