@@ -11,6 +11,7 @@ import glob
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,7 +25,8 @@ import tensorflow as tf
 
 from avd_tf import visualize
 from avd_tf.layout import AVD_MODEL
-from avd_tf.inputs import clip_dataset
+from avd_tf.inputs import avd_dataset, clip_dataset, list_shards
+from avd_tf.inputs.clips import sub_seed
 from avd_tf.models import training
 from avd_tf.models.presets import PRESETS, get_preset
 from avd_tf.models.distill import load_encoder
@@ -261,25 +263,33 @@ def free_ports(count):
             sock.close()
 
 
-@pytest.mark.slow
-def test_two_workers_take_the_first_step_of_one_device(data_dir, tmp_path):
-    """avd-train on two worker processes (multi_worker_mirrored, TF_CONFIG on localhost).
+@pytest.fixture(scope="module")
+def one_shard_data_dir(data_dir):
+    """data_dir's videos prepared again (no flow), each split in one shard: fewer than 2 workers."""
+    from avd_tf.datasets import load_dataset
+    from avd_tf.records.convert import ConvertOptions
+    from avd_tf.records.prepare import prepare
 
-    Each worker gets half of the global batch of 4; after one step the
-    chief's metrics.json must hold the losses of one process on one device
-    (default strategy) training on the same batch.
-    """
-    two_workers, one_device = tmp_path / "two_workers", tmp_path / "one_device"
+    videos, out = (os.path.join(os.path.dirname(data_dir), name) for name in ("videos", "one_shard"))
+    prepare(load_dataset("folder", video_dir=videos), videos, out,
+            ConvertOptions(size=SIZE, flow="none"), dataset_name="folder", videos_per_shard=8,
+            progress=False, log=lambda _: None)
+    return out
+
+
+def train_on_two_workers(data_dir, model_dir, tmp_path, **other_runs):
+    """avd-train on two worker processes (multi_worker_mirrored, TF_CONFIG on localhost),
+    one step, beside `other_runs` (name: avd-train flags); returns each run's stdout."""
     # A proxy in the environment would also take gRPC's connections to localhost.
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update(CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
     cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
-    runs = {"one_device": (train_flags(data_dir, one_device, 1, "--steps_per_epoch", "1"), {})}
+    runs = {name: (flags, {}) for name, flags in other_runs.items()}
     for index in range(2):
         tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
         (tmp_path / f"tmp{index}").mkdir()
         runs[f"worker{index}"] = (
-            train_flags(data_dir, two_workers, 1, "--steps_per_epoch", "1",
+            train_flags(data_dir, model_dir, 1, "--steps_per_epoch", "1",
                         "--distribution_strategy", "multi_worker_mirrored"),
             # TMPDIR: where a non-chief worker puts its throwaway outputs.
             {"TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(tmp_path / f"tmp{index}")},
@@ -311,6 +321,23 @@ def test_two_workers_take_the_first_step_of_one_device(data_dir, tmp_path):
                 process.wait()
     for name, process in processes.items():
         assert process.returncode == 0, f"{name} failed:\n{output(name, 'err')[-3000:]}"
+    assert os.listdir(tmp_path / "tmp0") == [] and os.listdir(tmp_path / "tmp1") == []
+    return {name: output(name, "out") for name in runs}
+
+
+@pytest.mark.slow
+def test_two_workers_take_the_first_step_of_one_device(one_shard_data_dir, tmp_path):
+    """Two workers and one train shard: DATA sharding (`training.shard_policy`).
+
+    Each worker gets half of the global batch of 4; after one step the
+    chief's metrics.json must hold the losses of one process on one device
+    (default strategy) training on the same batch.
+    """
+    two_workers, one_device = tmp_path / "two_workers", tmp_path / "one_device"
+    outputs = train_on_two_workers(
+        one_shard_data_dir, two_workers, tmp_path,
+        one_device=train_flags(one_shard_data_dir, one_device, 1, "--steps_per_epoch", "1"))
+    assert "on 2 replica(s) of 2 workers, sharing the train shards by DATA" in outputs["worker0"]
 
     chief = json.loads((two_workers / training.METRICS).read_text())
     single = json.loads((one_device / training.METRICS).read_text())
@@ -323,11 +350,52 @@ def test_two_workers_take_the_first_step_of_one_device(data_dir, tmp_path):
         np.testing.assert_allclose(chief[key], single[key], rtol=1e-4, err_msg=key)
     # The other worker computed the same all-reduced figures, but wrote them
     # to its throwaway folder, since removed: model_dir has one writer.
-    other = json.loads(output("worker1", "out").strip().splitlines()[-1])
+    other = json.loads(outputs["worker1"].strip().splitlines()[-1])
     assert other["rec_loss"] == pytest.approx(chief["rec_loss"], rel=1e-6)
     assert len((two_workers / training.HISTORY).read_text().splitlines()) == 2
     assert (two_workers / training.CHECKPOINTS / "epoch-001.weights.h5").is_file()
-    assert os.listdir(tmp_path / "tmp0") == [] and os.listdir(tmp_path / "tmp1") == []
+
+
+@pytest.mark.slow
+def test_two_workers_with_a_shard_each_train_on_their_own_files(data_dir, tmp_path):
+    """Two workers and two train shards: FILE sharding, each worker reads its own shard
+    (`training.worker_dataset`); the step runs and both hold the all-reduced losses."""
+    outputs = train_on_two_workers(data_dir, tmp_path / "two_workers", tmp_path)
+    assert "on 2 replica(s) of 2 workers, sharing the train shards by FILE" in outputs["worker0"]
+    chief = json.loads(outputs["worker0"].strip().splitlines()[-1])
+    other = json.loads(outputs["worker1"].strip().splitlines()[-1])
+    assert math.isfinite(chief["rec_loss"]) and math.isfinite(chief["val_rec_loss"])
+    assert other["rec_loss"] == pytest.approx(chief["rec_loss"], rel=1e-6)
+
+
+def test_each_of_two_workers_reads_only_its_own_shard_files(data_dir, tmp_path):
+    """Worker i of 2 (FILE sharding) yields exactly the batches of a folder holding only
+    its shard file, and the workers' batches differ."""
+    files = list_shards(data_dir, "train")
+    assert len(files) == 2
+    policies = tf.data.experimental.AutoShardPolicy
+    assert training.shard_policy(2, 2) == policies.FILE
+    assert training.shard_policy(1, 2) == policies.DATA
+    assert training.num_workers(tf.distribute.get_strategy()) == 1
+    inputs = dict(stream="rgb", num_frames=4, size=16, flip="mirror")
+    batches = []
+    for index in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=index,
+                                             num_replicas_in_sync=2)
+        worker = training.worker_dataset(data_dir, context, 4, seed=3, **inputs)
+        alone = tmp_path / f"worker{index}"
+        alone.mkdir()
+        for path in (os.path.join(data_dir, "manifest.json"), files[index]):
+            shutil.copy(path, alone)
+        expected = avd_dataset(str(alone), "train", training=True, batch_size=2,
+                               seed=sub_seed(3, index), **inputs)
+        got = [tuple(t.numpy() for t in batch) for batch in worker.take(2)]
+        for (clips, frames), (want_clips, want_frames) in zip(got, expected.take(2)):
+            assert clips.shape == (2, 4, 16, 16, 3)
+            np.testing.assert_array_equal(clips, want_clips.numpy())
+            np.testing.assert_array_equal(frames, want_frames.numpy())
+        batches.append(got)
+    assert not np.array_equal(batches[0][0][0], batches[1][0][0])
 
 
 def test_config_overrides_derive_strides_and_teacher_resolution():

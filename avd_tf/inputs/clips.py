@@ -202,8 +202,11 @@ def _check_arguments(stream, num_frames, size, clips_per_video, frame_stride, sh
 
 def _clips(data_dir, split, *, stream, num_frames, size, training, clips_per_video,
            frame_stride, seed, shuffle_buffer, cache, repeat, scale_range,
-           flip, real_frames=False) -> tf.data.Dataset:
+           flip, real_frames=False, shard=None) -> tf.data.Dataset:
     """Unbatched clip elements {"clip", "label", "video_id", "clip_index"}.
+
+    `shard` (index, count): read only the shard files index, index + count,
+    ... of the split's sorted list (one worker's share of the files).
 
     `real_frames` (training): each element also holds "real_frame", a random
     RGB frame of its own video, augmented on its own (size, size, 3).
@@ -211,6 +214,12 @@ def _clips(data_dir, split, *, stream, num_frames, size, training, clips_per_vid
     _check_arguments(stream, num_frames, size, clips_per_video, frame_stride, shuffle_buffer,
                      scale_range, flip)
     files = list_shards(data_dir, split)
+    if shard is not None:
+        index, count = shard
+        files = files[index::count]
+        if not files:
+            raise ValueError(f"{data_dir}: split '{split}' has fewer shard files than the "
+                             f"{count} readers sharing them")
     if stream == "flow":
         check_flow(data_dir, split)
     channels = CLIP_CHANNELS[stream]
@@ -366,6 +375,7 @@ def avd_dataset(
     cache: bool = False,
     scale_range: Sequence[float] = augment.DEFAULT_SCALE_RANGE,
     flip: str = "mirror",
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """(clips, real_frames) batches for training AVD (Eqs. 1-3); clips alone for evaluation.
 
@@ -382,12 +392,15 @@ def avd_dataset(
     training=True: random clips and frames, augmented, drop_remainder and
     repeated forever (use model.fit(steps_per_epoch=...)). training=False:
     batches of clips only, one centre clip per video of `split`, finite, for
-    model.evaluate (which needs no real frames).
+    model.evaluate (which needs no real frames). `shard` (index, count): read
+    only the split's shard files index, index + count, ... (one worker's
+    files under multi-worker training).
     """
     elements = _clips(data_dir, split, stream=stream, num_frames=num_frames, size=size,
                       training=training, clips_per_video=1, frame_stride=frame_stride,
                       seed=sub_seed(seed, 10), shuffle_buffer=shuffle_buffer, cache=cache,
-                      repeat=training, scale_range=scale_range, flip=flip, real_frames=training)
+                      repeat=training, scale_range=scale_range, flip=flip, real_frames=training,
+                      shard=shard)
     if training:
         batches = _with_next_videos_frame(elements).map(
             lambda element: (element["clip"], element["real_frame"]))

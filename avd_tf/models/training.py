@@ -28,7 +28,8 @@ the callbacks, runs `model.fit` and writes, in `model_dir`:
 
 A model_dir whose config.json differs from the requested run is refused; a
 finished run with the same config is returned without training again.
-Under "multi_worker_mirrored" only the chief (worker 0) writes model_dir.
+Under "multi_worker_mirrored" only the chief (worker 0) writes model_dir,
+and the workers share the train split's shard files (`shard_policy`).
 
 Non-finite losses stop training at once with `TrainingDivergedError`,
 naming the epoch and step (`StopOnNonFiniteLoss`); the backup of the last
@@ -51,6 +52,7 @@ import tensorflow as tf
 from avd_tf import terminal, visualize
 from avd_tf.files import save_keras_atomically, write_json_atomically
 from avd_tf.inputs import avd_dataset, class_names, clip_dataset, list_shards, num_videos
+from avd_tf.inputs.clips import sub_seed
 from avd_tf.layout import (
     AVD_MODEL,
     BACKUP,
@@ -262,6 +264,76 @@ def _restarting(make) -> tf.data.Dataset:
     return tf.data.Dataset.range(1).flat_map(lambda _: make()).with_options(options)
 
 
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+    """The worker processes `strategy` trains on, each with its own input pipeline.
+
+    More than one only under multi_worker_mirrored: its cluster's workers
+    (and chief), as TF_CONFIG lists them.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 1
+    jobs = strategy.cluster_resolver.cluster_spec().as_dict()
+    return max(1, sum(len(jobs.get(job, ())) for job in ("chief", "worker")))
+
+
+def shard_policy(files: int, workers: int) -> tf.data.experimental.AutoShardPolicy:
+    """How `workers` share a split of `files` shard files: FILE when each gets one, else DATA.
+
+    FILE: each worker reads only its files, 1/workers of the data (Kinetics
+    has thousands of shards). DATA: each reads everything and keeps its
+    share of every global batch; the only way when workers outnumber files.
+    """
+    policies = tf.data.experimental.AutoShardPolicy
+    return policies.FILE if files >= workers else policies.DATA
+
+
+def _sharded(dataset: tf.data.Dataset, policy) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = policy
+    return dataset.with_options(options)
+
+
+def worker_dataset(data_dir: str, context: tf.distribute.InputContext, batch_size: int,
+                   seed: int | None = None, **inputs) -> tf.data.Dataset:
+    """The training batches of worker `context.input_pipeline_id` under FILE sharding.
+
+    The worker reads only its shard files (`avd_dataset(shard=...)`), in
+    batches of one replica's share of the global `batch_size`, with a seed
+    of its own (one seed would give every worker the same clip starts and
+    augmentation draws, element for element). `inputs`: `avd_dataset`'s
+    other arguments.
+
+    The files are chosen here because tf.data's own FILE auto-sharding
+    cannot shard this pipeline: it would shard `_restarting`'s one-element
+    range (one worker reading everything, the other nothing), and it stops
+    at the stream of per-element seeds, a source without files.
+    """
+    index, count = context.input_pipeline_id, context.num_input_pipelines
+    return _restarting(lambda: avd_dataset(
+        data_dir, "train", training=True, shard=(index, count), seed=sub_seed(seed, index),
+        batch_size=context.get_per_replica_batch_size(batch_size), **inputs))
+
+
+def training_input(strategy: tf.distribute.Strategy, data_dir: str, batch_size: int,
+                   seed: int | None = None, **inputs):
+    """`train_avd`'s training batches under `strategy` (global `batch_size`).
+
+    One worker reads the whole train split. Several workers share it by
+    `shard_policy`: FILE, each worker's `worker_dataset` (a dataset
+    distributed by the strategy); DATA, every worker reads the same seeded
+    stream and tf.data keeps its share of each global batch, so the workers
+    train on the batches one process would.
+    """
+    workers = num_workers(strategy)
+    policy = shard_policy(len(list_shards(data_dir, "train")), workers)
+    if workers > 1 and policy == tf.data.experimental.AutoShardPolicy.FILE:
+        return strategy.distribute_datasets_from_function(
+            lambda context: worker_dataset(data_dir, context, batch_size, seed, **inputs))
+    train = _restarting(lambda: avd_dataset(data_dir, "train", training=True,
+                                            batch_size=batch_size, seed=seed, **inputs))
+    return _sharded(train, tf.data.experimental.AutoShardPolicy.DATA)
+
+
 def train_avd(
     data_dir: str,
     model_dir: str,
@@ -367,18 +439,13 @@ def train_avd(
     if seed is not None:
         keras.utils.set_random_seed(seed)
     cache = fits_in_memory(list_shards(data_dir, "train") + list_shards(data_dir, "test"))
-    inputs = dict(stream=stream, num_frames=config.num_frames, size=config.image_size,
-                  batch_size=config.batch_size, seed=seed, cache=cache, flip=flip)
-    train = _restarting(lambda: avd_dataset(data_dir, "train", training=True, **inputs))
-    test = validation_dataset(data_dir, stream, config, seed)
-    # Under multi_worker_mirrored every worker reads the same seeded stream and
-    # keeps its share of each global batch, so the workers train on the
-    # batches one process would. tf.data's default there, one file per worker,
-    # fails with fewer shards than workers and splits the finite test split
-    # unevenly; the price of DATA is that each worker reads the whole batch.
-    sharding = tf.data.Options()
-    sharding.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    train, test = train.with_options(sharding), test.with_options(sharding)
+    train = training_input(strategy, data_dir, config.batch_size, seed, stream=stream,
+                           num_frames=config.num_frames, size=config.image_size, cache=cache,
+                           flip=flip)
+    # DATA for the finite test split: split by file, workers would run
+    # different numbers of validation steps and wait for each other.
+    test = _sharded(validation_dataset(data_dir, stream, config, seed),
+                    tf.data.experimental.AutoShardPolicy.DATA)
     summary = _summary_clips(data_dir, stream, config, min(summary_clips, test_videos))
 
     with precision(mixed_precision), strategy.scope():
@@ -400,9 +467,13 @@ def train_avd(
         # Last, so an epoch counts as done only once it is logged and checkpointed.
         keras.callbacks.BackupAndRestore(os.path.join(out_dir, BACKUP), double_checkpoint=True),
     ]
+    workers = num_workers(strategy)
+    sharing = (f" of {workers} workers, sharing the train shards by "
+               f"{shard_policy(len(list_shards(data_dir, 'train')), workers).name}"
+               if workers > 1 else "")
     log(f"train: AVD({stream}) preset {run_config['preset']}, {train_videos} train / "
         f"{test_videos} test videos, {epochs} epochs of {steps} steps at batch "
-        f"{config.batch_size} on {replicas} replica(s)")
+        f"{config.batch_size} on {replicas} replica(s){sharing}")
     model.fit(train, validation_data=test, epochs=epochs, steps_per_epoch=steps,
               validation_steps=validation_steps, callbacks=callbacks, shuffle=False,
               verbose=terminal.keras_verbose(progress))
@@ -431,6 +502,10 @@ __all__ = [
     "StopOnNonFiniteLoss",
     "TrainingDivergedError",
     "make_strategy",
+    "num_workers",
+    "shard_policy",
     "train_avd",
+    "training_input",
     "validation_dataset",
+    "worker_dataset",
 ]
