@@ -7,9 +7,10 @@
 TensorBoard (their names: `avd_tf.layout`). Both programs' metrics.json has
 one layout (`run_metrics`): "program", "run" (what ran: stream, model,
 counts), "history" (history.csv's rows), "final" (the figures of the epoch
-whose model was kept and the "rule" that kept it) and "timing". `open_run` refuses a model_dir
-that holds another run and finds a finished one; `start_run` clears what a
-fresh start must not inherit or says where a resumed run goes on. The
+whose model was kept and the "rule" that kept it) and "timing". `open_run`
+refuses a model_dir that holds another run and finds a finished one;
+`start_run` clears what a fresh start must not inherit or says where a
+resumed run goes on. The
 settings both programs share live here too: the in-memory caching rule, the
 precision flag's values (`precision`), the epoch timer and the
 TensorBoard callback.
