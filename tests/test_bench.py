@@ -149,7 +149,8 @@ def test_scale_benchmark_on_a_few_videos(tmp_path):
     assert result["stream_images"] == 12 * scale_videos.FRAMES
     assert result["image_shape"] == [scale_videos.SIZE, scale_videos.SIZE, 3]
     assert result["epoch_batches"] == 8 // scale.BATCH_SIZE
-    for key in ("prepare_ms_per_video", "stream_ms_per_video", "cache_bytes_per_image",
+    for key in ("prepare_ms_per_video", "prepare_cpu_ms_per_video", "stream_ms_per_video",
+                "stream_cpu_ms_per_video", "cache_bytes_per_image",
                 "manifest_load_ms", "input_clips_per_s", "input_peak_rss_mb"):
         assert math.isfinite(result[key]) and result[key] > 0, key
     assert result["prepare_peak_rss_mb"] >= result["prepare_rss_before_mb"] > 0
