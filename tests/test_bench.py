@@ -153,7 +153,9 @@ def test_scale_benchmark_on_a_few_videos(tmp_path):
                 "stream_cpu_ms_per_video", "cache_bytes_per_image",
                 "manifest_load_ms", "input_clips_per_s", "input_peak_rss_mb"):
         assert math.isfinite(result[key]) and result[key] > 0, key
-    assert result["prepare_peak_rss_mb"] >= result["prepare_rss_before_mb"] > 0
+    assert result["prepare_rss_growth_mb"] == pytest.approx(
+        result["prepare_peak_rss_mb"] - result["prepare_rss_before_mb"])
+    assert result["prepare_rss_growth_mb"] >= 0 and result["prepare_rss_before_mb"] > 0
     tvl1 = report["tvl1"]
     assert tvl1["tvl1_videos"] == 1 and tvl1["tvl1_ms_per_video"] > 0
     assert tvl1["tvl1_added_ms_per_video"] == pytest.approx(

@@ -61,6 +61,7 @@ SCALE_ROWS = (
     ("prepare, ms per video added since the previous N", "prepare_added_ms_per_video", "{:.2f}"),
     ("prepare, CPU ms per video", "prepare_cpu_ms_per_video", "{:.2f}"),
     ("prepare: peak RSS, MB", "prepare_peak_rss_mb", "{:.0f}"),
+    ("prepare: RSS growth during the step, MB", "prepare_rss_growth_mb", "{:.0f}"),
     ("shards (10 videos each)", "shards", "{:d}"),
     ("manifest.json, KB", "manifest_bytes", "{:.0f}"),
     ("manifest load, ms", "manifest_load_ms", "{:.1f}"),
@@ -70,8 +71,10 @@ SCALE_ROWS = (
     ("frame stream cache, CPU ms per video", "stream_cpu_ms_per_video", "{:.2f}"),
     ("frame stream cache, bytes per image", "cache_bytes_per_image", "{:.0f}"),
     ("frame stream cache: peak RSS, MB", "stream_peak_rss_mb", "{:.0f}"),
+    ("frame stream cache: RSS growth during the step, MB", "stream_rss_growth_mb", "{:.0f}"),
     ("input pipeline, clips/s over one epoch", "input_clips_per_s", "{:.0f}"),
     ("input pipeline: peak RSS, MB", "input_peak_rss_mb", "{:.0f}"),
+    ("input pipeline: RSS growth during the step, MB", "input_rss_growth_mb", "{:.0f}"),
 )
 # The README section that `avd-bench --scale --readme` replaces.
 SCALE_SECTION = "avd-bench scale table"
