@@ -242,3 +242,45 @@ def test_imagenet_download_failure_is_explained(data_dir, tmp_path, monkeypatch)
                                            "--backbone efficientnet_lite0"):
         ft.finetune(data_dir, "frame", str(tmp_path / "r50"), backbone="resnet50",
                     weights="imagenet", input_size=32, epochs=1, batch_size=4, progress=False)
+
+
+ON_TWO_CPUS = """
+import sys
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from avd_tf.apps import finetune
+
+sys.argv = ["avd-finetune"] + sys.argv[1:]
+finetune.run()
+"""
+
+
+@pytest.mark.slow  # a program in a subprocess: ~30 s on 2 busy cores
+def test_mirrored_strategy_on_two_logical_cpus_fine_tunes_and_validates(data_dir, tmp_path):
+    """avd-finetune --distribution_strategy mirrored over 2 logical CPUs, validating on
+    held-out videos: the global batch of 4 splits over both replicas; a batch of 3 does not."""
+    model_dir = tmp_path / "mirrored"
+    flags = ["--data_dir", data_dir, "--stream", "frame", "--backbone", "alexnet",
+             "--weights", "none", "--input_size", "64", "--epochs", "1", "--steps_per_epoch",
+             "2", "--seed", "0", "--select_on", "val", "--noprogress",
+             "--distribution_strategy", "mirrored"]
+    result = subprocess.run([sys.executable, "-c", ON_TWO_CPUS, *flags, "--batch_size", "4",
+                             "--model_dir", model_dir], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(model_dir / ft.METRICS) as f:
+        metrics = json.load(f)
+    assert metrics["run"]["replicas"] == 2 and len(metrics["history"]) == 1
+    assert np.isfinite(metrics["final"]["loss"]) and 0 <= metrics["final"]["val_accuracy"] <= 1
+    with open(model_dir / ft.CONFIG) as f:
+        assert json.load(f)["distribution_strategy"] == "mirrored"
+    assert (model_dir / CLASSIFIER_MODEL).is_file()
+
+    odd = subprocess.run([sys.executable, "-c", ON_TWO_CPUS, *flags, "--batch_size", "3",
+                          "--model_dir", tmp_path / "odd"], capture_output=True, text=True,
+                         timeout=600)
+    assert odd.returncode == 1 and odd.stderr.strip().splitlines()[-1] == (
+        "avd-finetune: batch_size 3 does not split evenly over the 2 replicas of the "
+        "mirrored strategy")

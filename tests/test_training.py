@@ -24,6 +24,7 @@ import pytest
 import tensorflow as tf
 
 from avd_tf import visualize
+from avd_tf.distribution import num_workers, writes_model_dir
 from avd_tf.layout import AVD_MODEL
 from avd_tf.inputs import avd_dataset, clip_dataset, list_shards
 from avd_tf.inputs.clips import sub_seed
@@ -368,6 +369,26 @@ def test_two_workers_with_a_shard_each_train_on_their_own_files(data_dir, tmp_pa
     assert other["rec_loss"] == pytest.approx(chief["rec_loss"], rel=1e-6)
 
 
+def test_only_the_chief_writes_the_model_dir(monkeypatch):
+    """TF_CONFIG as tf.distribute reads it: worker 0 is the chief unless a "chief" task is listed."""
+    def tf_config(cluster, task_type, index):
+        monkeypatch.setenv("TF_CONFIG", json.dumps(
+            {"cluster": cluster, "task": {"type": task_type, "index": index}}))
+
+    workers = {"worker": ["host0:1", "host1:1"]}
+    for index, chief in ((0, True), (1, False)):
+        tf_config(workers, "worker", index)
+        assert writes_model_dir("multi_worker_mirrored") is chief
+        assert writes_model_dir("mirrored")
+    tf_config({"chief": ["host2:1"], **workers}, "worker", 0)
+    assert not writes_model_dir("multi_worker_mirrored")
+    tf_config({"chief": ["host2:1"], **workers}, "chief", 0)
+    assert writes_model_dir("multi_worker_mirrored")
+    monkeypatch.setenv("TF_CONFIG", "{")
+    with pytest.raises(ValueError, match="^TF_CONFIG is not valid JSON"):
+        writes_model_dir("multi_worker_mirrored")
+
+
 def test_each_of_two_workers_reads_only_its_own_shard_files(data_dir, tmp_path):
     """Worker i of 2 (FILE sharding) yields exactly the batches of a folder holding only
     its shard file, and the workers' batches differ."""
@@ -376,7 +397,7 @@ def test_each_of_two_workers_reads_only_its_own_shard_files(data_dir, tmp_path):
     policies = tf.data.experimental.AutoShardPolicy
     assert training.shard_policy(2, 2) == policies.FILE
     assert training.shard_policy(1, 2) == policies.DATA
-    assert training.num_workers(tf.distribute.get_strategy()) == 1
+    assert num_workers(tf.distribute.get_strategy()) == 1
     inputs = dict(stream="rgb", num_frames=4, size=16, flip="mirror")
     batches = []
     for index in range(2):

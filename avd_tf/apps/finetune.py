@@ -18,6 +18,7 @@ started again with the same flags.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -27,6 +28,7 @@ from avd_tf import streams
 from avd_tf.apps import describe, run_program
 from avd_tf.classify.backbones import BACKBONES
 from avd_tf.classify.finetune import SELECTION_RULES
+from avd_tf.distribution import STRATEGIES
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Folder prepared by avd-prepare.")
@@ -62,6 +64,9 @@ flags.DEFINE_float("val_fraction", 0.2, "--select_on val: share of each class's 
 flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_float16", "mixed_bfloat16"],
                   "Keras dtype policy of the classifier (as avd-train's).")
 flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
+flags.DEFINE_enum("distribution_strategy", "default", list(STRATEGIES),
+                  "tf.distribute strategy, as avd-train's (mirrored: all GPUs, else all "
+                  "logical CPUs); --batch_size is the global batch.")
 flags.DEFINE_boolean("progress", True, "Progress bars (off: one line per epoch).")
 flags.mark_flags_as_required(["data_dir", "stream", "model_dir"])
 
@@ -73,11 +78,18 @@ def main(argv):
                  "an AVD model trained by avd-train (its encoder makes the distilled images)")
     from avd_tf import run_lock
     from avd_tf.classify.finetune import finetune
+    from avd_tf.distribution import writes_model_dir
     from avd_tf.inputs.shards import readable_shards
 
     try:
-        with run_lock.run_lock(FLAGS.model_dir, "avd-finetune"), \
-                readable_shards(FLAGS.data_dir, cache_dir=FLAGS.cache_dir):
+        # Under multi_worker_mirrored only the chief writes (and so locks) model_dir.
+        writes = writes_model_dir(FLAGS.distribution_strategy)
+    except ValueError as error:
+        sys.exit(f"avd-finetune: {error}")
+    lock = (run_lock.run_lock(FLAGS.model_dir, "avd-finetune") if writes
+            else contextlib.nullcontext())
+    try:
+        with lock, readable_shards(FLAGS.data_dir, cache_dir=FLAGS.cache_dir):
             metrics = finetune(
                 FLAGS.data_dir, FLAGS.stream, FLAGS.model_dir,
                 backbone=FLAGS.backbone, weights=FLAGS.weights, epochs=FLAGS.epochs,
@@ -87,6 +99,7 @@ def main(argv):
                 steps_per_epoch=FLAGS.steps_per_epoch, seed=FLAGS.seed,
                 select_on=FLAGS.select_on, val_fraction=FLAGS.val_fraction,
                 mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.jit_compile,
+                distribution_strategy=FLAGS.distribution_strategy,
                 avd_model_dir=FLAGS.avd_model_dir, cache_dir=FLAGS.cache_dir,
                 frames_per_video=FLAGS.frames_per_video, window=FLAGS.window,
                 stride=FLAGS.stride, clips_per_video=FLAGS.clips_per_video,

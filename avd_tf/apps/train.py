@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 
 from absl import flags
@@ -75,29 +74,19 @@ def _widths(name: str, values) -> tuple[int, ...] | None:
         sys.exit(f"avd-train: --{name} must be comma-separated integers, got {','.join(values)}")
 
 
-def _writes_model_dir() -> bool:
-    """Whether this process writes model_dir (and so locks it): under
-    multi_worker_mirrored, only the chief (TF_CONFIG's, as tf.distribute reads it)."""
-    if FLAGS.distribution_strategy != "multi_worker_mirrored":
-        return True
-    try:
-        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    except ValueError as error:
-        sys.exit(f"avd-train: TF_CONFIG is not valid JSON ({error})")
-    task = config.get("task", {})
-    if "chief" in config.get("cluster", {}):
-        return task.get("type") == "chief"
-    return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
-
-
 def main(argv):
     del argv
     from avd_tf import run_lock
+    from avd_tf.distribution import writes_model_dir
     from avd_tf.inputs.shards import readable_shards
     from avd_tf.models.training import train_avd
 
-    lock = (run_lock.run_lock(FLAGS.model_dir, "avd-train") if _writes_model_dir()
-            else contextlib.nullcontext())
+    try:
+        # Under multi_worker_mirrored only the chief writes (and so locks) model_dir.
+        writes = writes_model_dir(FLAGS.distribution_strategy)
+    except ValueError as error:
+        sys.exit(f"avd-train: {error}")
+    lock = run_lock.run_lock(FLAGS.model_dir, "avd-train") if writes else contextlib.nullcontext()
     try:
         with lock, readable_shards(FLAGS.data_dir):
             metrics = train_avd(

@@ -43,6 +43,13 @@ from avd_tf import streams, terminal
 from avd_tf.classify.backbones import build_classifier, get_spec, resolve_weights
 from avd_tf.classify.stream_cache import ensure_stream
 from avd_tf.datasets import flip_labels
+from avd_tf.distribution import (
+    check_batch_size,
+    check_strategy,
+    data_sharded,
+    make_strategy,
+    output_dir,
+)
 from avd_tf.files import write_json_atomically
 from avd_tf.inputs import holdout
 from avd_tf.inputs.augment import check_flip
@@ -149,6 +156,7 @@ def finetune(
     val_fraction: float = 0.2,
     mixed_precision: str = "none",
     jit_compile: bool = False,
+    distribution_strategy: str = "default",
     avd_model_dir: str | None = None,
     cache_dir: str | None = None,
     frames_per_video: int = 8,
@@ -173,13 +181,20 @@ def finetune(
     HOLDOUT_SEED without one) and keeps the epoch of the best val_accuracy
     on them. Returns (and writes to metrics.json) `avd_tf.run_dir.run_metrics`'s
     layout: "final" is the kept epoch's figures and its rule, "run" holds
-    stream, backbone, image counts and the "validation" record; see the
+    stream, backbone, image counts, replicas and the "validation" record; see the
     module docstring for the files written.
 
     `flip`: "mirror" (a training image is flipped with probability 0.5 and
     its label becomes the mirror class of the dataset's flip_label_map:
     `flip_label_map`, a JSON file, when given, else the manifest's) or
     "none" (never flipped; for classes that are directions without a map).
+
+    `distribution_strategy`: one of `avd_tf.distribution.STRATEGIES`, as
+    avd-train's; `batch_size` is the global batch, split evenly over the
+    replicas. Under "multi_worker_mirrored" every worker reads the whole
+    image stream and keeps its share of each batch, and only the chief
+    writes model_dir (the stream must be cached before, or on a filesystem
+    all workers see).
     """
     started = time.time()
     streams.check_avd_model(stream, avd_model_dir)
@@ -193,6 +208,7 @@ def finetune(
     if steps_per_epoch is not None and steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
     check_precision(mixed_precision)
+    check_strategy(distribution_strategy)
     if select_on not in SELECTION_RULES:
         raise ValueError(f"select_on must be one of {', '.join(SELECTION_RULES)}, "
                          f"got {select_on!r}")
@@ -248,10 +264,16 @@ def finetune(
         "flip": flip,
         "flip_label_map": flip_labels.to_json(mirror_map),
     }
+    if distribution_strategy != "default":
+        # Only then: folders fine-tuned before the key existed still resume.
+        config["distribution_strategy"] = distribution_strategy
+    strategy = make_strategy(distribution_strategy)
+    check_batch_size(batch_size, strategy, distribution_strategy)
     finished, done = open_run(model_dir, config, program="finetune", log=log)
     if finished is not None:
         return finished
-    start_run(model_dir, done, epochs, program="finetune", log=log)
+    out_dir, throwaway = output_dir(strategy, model_dir, done is not None, "finetune")
+    start_run(model_dir, done, epochs, program="finetune", log=log, out_dir=out_dir)
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
@@ -270,48 +292,52 @@ def finetune(
         val = holdout.only_videos(val.unbatch(), split.val_ids).batch(batch_size).apply(
             tf.data.experimental.assert_cardinality(-(-validation["val_images"] // batch_size)))
         val = val.map(lambda batch: (batch["image"], batch["label"])).prefetch(tf.data.AUTOTUNE)
-    train = train.map(lambda batch: (batch["image"], batch["label"]))
+    train = data_sharded(train.map(lambda batch: (batch["image"], batch["label"])))
+    val = None if val is None else data_sharded(val)
 
-    with precision(mixed_precision):
+    with precision(mixed_precision), strategy.scope():
         model = _build(backbone, len(config["classes"]), weights, channels, size, dropout)
-    model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=lr, momentum=momentum,
-                                       weight_decay=weight_decay or None),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=jit_compile,
-    )
+        model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=lr, momentum=momentum,
+                                           weight_decay=weight_decay or None),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=jit_compile,
+        )
     # Written once the model is built, so a run that cannot build it (no
     # network for the weights) leaves no config to refuse a corrected run with.
-    write_json_atomically(os.path.join(model_dir, CONFIG), config)
+    write_json_atomically(os.path.join(out_dir, CONFIG), config)
     history = read_history(model_dir)
     if select_on == "val":
         best = max((row.get("val_accuracy", -math.inf) for row in history), default=None)
         checkpoint = model_checkpoint(
-            os.path.join(model_dir, CLASSIFIER_MODEL), monitor="val_accuracy", mode="max",
+            os.path.join(out_dir, CLASSIFIER_MODEL), monitor="val_accuracy", mode="max",
             save_best_only=True, initial_value_threshold=best)
     else:
-        checkpoint = model_checkpoint(os.path.join(model_dir, CLASSIFIER_MODEL))
+        checkpoint = model_checkpoint(os.path.join(out_dir, CLASSIFIER_MODEL))
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda epoch: lr * lr_decay ** epoch),
         EpochTimer(steps * batch_size, "images"),
-        tensorboard(model_dir),
-        keras.callbacks.CSVLogger(os.path.join(model_dir, HISTORY), append=True),
+        tensorboard(out_dir),
+        keras.callbacks.CSVLogger(os.path.join(out_dir, HISTORY), append=True),
         *checkpoint,
         # Last, so an epoch is marked done only after it is logged and checkpointed.
-        keras.callbacks.BackupAndRestore(os.path.join(model_dir, BACKUP)),
+        keras.callbacks.BackupAndRestore(os.path.join(out_dir, BACKUP)),
     ]
     model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps,
               callbacks=callbacks, shuffle=False, verbose=terminal.keras_verbose(progress))
 
-    history = read_history(model_dir)
+    history = read_history(out_dir)
     if not history:
-        raise RuntimeError(f"{os.path.join(model_dir, HISTORY)}: no epoch was logged")
+        raise RuntimeError(f"{os.path.join(out_dir, HISTORY)}: no epoch was logged")
     run = {"stream": stream, "backbone": backbone, "train_images": train_images,
-           "test_images": num_images(stream_dir, "test"), "validation": validation}
+           "test_images": num_images(stream_dir, "test"), "validation": validation,
+           "replicas": strategy.num_replicas_in_sync}
     metrics = run_metrics("finetune", run, history, started=started,
                           final=_selected(history, select_on), rule=select_on)
-    write_metrics(model_dir, metrics)
+    write_metrics(out_dir, metrics)
+    if throwaway is not None:
+        throwaway.cleanup()
     return metrics
 
 

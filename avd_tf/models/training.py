@@ -41,8 +41,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 
 import keras
@@ -50,6 +48,14 @@ import numpy as np
 import tensorflow as tf
 
 from avd_tf import terminal, visualize
+from avd_tf.distribution import (
+    check_batch_size,
+    check_strategy,
+    data_sharded,
+    make_strategy,
+    num_workers,
+    output_dir,
+)
 from avd_tf.files import save_keras_atomically, write_json_atomically
 from avd_tf.inputs import avd_dataset, class_names, clip_dataset, list_shards, num_videos
 from avd_tf.inputs.clips import sub_seed
@@ -85,71 +91,12 @@ from avd_tf.run_dir import (
     write_metrics,
 )
 
-STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 LOSS_KEYS = ("rec_loss", "gen_loss", "ed_loss", "teacher_loss")
 SUMMARY_GAP = 2
 
 
 class TrainingDivergedError(RuntimeError):
     """A loss became NaN or infinite during training."""
-
-
-class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
-    """MultiWorkerMirroredStrategy with the `reduce` that Keras 3's `fit` expects.
-
-    With two or more workers, Keras 3 (3.15 here; keras-team/keras#20585)
-    fails twice on the plain strategy: before `fit` and `evaluate` it reduces
-    the first (x, y) batch in one `reduce` call, which MirroredStrategy maps
-    over the nest but this strategy does not ("Attempt to convert a value
-    (PerReplica...)"); and after each step it averages the scalar metric
-    results with `reduce(MEAN, value, axis=0)`, which has no axis 0 to
-    reduce ("Invalid reduction dimension 0"). Here nests are mapped over, and
-    a scalar is averaged over the replicas only, as Keras does under
-    MirroredStrategy.
-    """
-
-    def reduce(self, reduce_op, value, axis=None):
-        reduce = super().reduce
-
-        def one(v):
-            scalar = self.experimental_local_results(v)[0].shape.rank == 0
-            return reduce(reduce_op, v, None if scalar else axis)
-
-        return tf.nest.map_structure(one, value)
-
-
-def make_strategy(name: str = "default") -> tf.distribute.Strategy:
-    """The tf.distribute strategy called `name` (one of STRATEGIES).
-
-    "mirrored" replicates over every GPU, or, without a GPU, over every
-    logical CPU device (one unless the program split the CPU with
-    `tf.config.set_logical_device_configuration`). "multi_worker_mirrored"
-    reads the cluster from TF_CONFIG (one worker without it). "tpu" connects
-    to the TPU named by TPU_NAME, else the local one (a TPU VM).
-    """
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([device.name for device in devices])
-    if name == "multi_worker_mirrored":
-        return _MultiWorkerMirroredStrategy()
-    if name == "tpu":
-        tpu = os.environ.get("TPU_NAME", "local")
-        try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-            tf.config.experimental_connect_to_cluster(resolver)
-            tf.tpu.experimental.initialize_tpu_system(resolver)
-        except (ValueError, RuntimeError, tf.errors.OpError) as error:
-            # TF's first line says what failed; the rest lists registered kernels.
-            reason = (str(error).strip().splitlines() or [""])[0]
-            raise RuntimeError(
-                f"distribution strategy 'tpu': no TPU found (TPU_NAME={tpu!r}: "
-                f"{type(error).__name__}: {reason}); run on a TPU VM or set TPU_NAME, or use "
-                "another strategy"
-            ) from error
-        return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(f"unknown distribution strategy {name!r}; expected one of {STRATEGIES}")
 
 
 class StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
@@ -264,18 +211,6 @@ def _restarting(make) -> tf.data.Dataset:
     return tf.data.Dataset.range(1).flat_map(lambda _: make()).with_options(options)
 
 
-def num_workers(strategy: tf.distribute.Strategy) -> int:
-    """The worker processes `strategy` trains on, each with its own input pipeline.
-
-    More than one only under multi_worker_mirrored: its cluster's workers
-    (and chief), as TF_CONFIG lists them.
-    """
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return 1
-    jobs = strategy.cluster_resolver.cluster_spec().as_dict()
-    return max(1, sum(len(jobs.get(job, ())) for job in ("chief", "worker")))
-
-
 def shard_policy(files: int, workers: int) -> tf.data.experimental.AutoShardPolicy:
     """How `workers` share a split of `files` shard files: FILE when each gets one, else DATA.
 
@@ -285,12 +220,6 @@ def shard_policy(files: int, workers: int) -> tf.data.experimental.AutoShardPoli
     """
     policies = tf.data.experimental.AutoShardPolicy
     return policies.FILE if files >= workers else policies.DATA
-
-
-def _sharded(dataset: tf.data.Dataset, policy) -> tf.data.Dataset:
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = policy
-    return dataset.with_options(options)
 
 
 def worker_dataset(data_dir: str, context: tf.distribute.InputContext, batch_size: int,
@@ -331,7 +260,7 @@ def training_input(strategy: tf.distribute.Strategy, data_dir: str, batch_size: 
             lambda context: worker_dataset(data_dir, context, batch_size, seed, **inputs))
     train = _restarting(lambda: avd_dataset(data_dir, "train", training=True,
                                             batch_size=batch_size, seed=seed, **inputs))
-    return _sharded(train, tf.data.experimental.AutoShardPolicy.DATA)
+    return data_sharded(train)
 
 
 def train_avd(
@@ -361,7 +290,7 @@ def train_avd(
     `get_preset`. `steps_per_epoch` defaults to the number of training
     videos // batch_size (at least 1); validation runs over the whole test
     split unless `validation_steps` is given. `distribution_strategy`: one
-    of STRATEGIES (`make_strategy`); `mixed_precision`: "none",
+    of `avd_tf.distribution.STRATEGIES` (`make_strategy`); `mixed_precision`: "none",
     "mixed_float16" or "mixed_bfloat16"; `jit_compile`: XLA for the train
     step. `summary_clips` test clips feed the TensorBoard image summary.
     `flip`: "mirror" flips half of the training clips and frames (AVD
@@ -380,9 +309,7 @@ def train_avd(
     if stream not in STREAM_CHANNELS:
         raise ValueError(f"unknown stream {stream!r}; expected one of {sorted(STREAM_CHANNELS)}")
     check_precision(mixed_precision)
-    if distribution_strategy not in STRATEGIES:
-        raise ValueError(f"unknown distribution strategy {distribution_strategy!r}; "
-                         f"expected one of {STRATEGIES}")
+    check_strategy(distribution_strategy)
     for name, value in (("epochs", epochs), ("summary_clips", summary_clips),
                         ("steps_per_epoch", steps_per_epoch or 1),
                         ("validation_steps", validation_steps or 1)):
@@ -396,10 +323,8 @@ def train_avd(
                          f"{train_videos} and {test_videos}")
     steps = int(steps_per_epoch or max(1, train_videos // config.batch_size))
     strategy = make_strategy(distribution_strategy)
+    check_batch_size(config.batch_size, strategy, distribution_strategy)
     replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ValueError(f"batch_size {config.batch_size} does not split evenly over the "
-                         f"{replicas} replicas of the {distribution_strategy} strategy")
     run_config = json.loads(json.dumps({
         "preset": preset if isinstance(preset, str) else "custom",
         "config": dataclasses.asdict(config),
@@ -420,20 +345,7 @@ def train_avd(
     finished, done = open_run(model_dir, run_config, program="train", log=log)
     if finished is not None:
         return finished
-    # Keras' convention for multi-worker training: every worker runs the same
-    # callbacks and saves (reading sync-on-read variables such as the metrics
-    # is a collective op, so all must take part), but only the chief writes to
-    # model_dir; the others write to a throwaway folder (removed at the end,
-    # or on an error once collected). It starts with the chief's backup, so
-    # that every worker resumes at the same epoch (model_dir must then be on
-    # a filesystem all workers see, as Keras requires for BackupAndRestore).
-    throwaway = None
-    out_dir = model_dir
-    if not strategy.extended.should_checkpoint:
-        throwaway = tempfile.TemporaryDirectory(prefix="avd-train-worker-")
-        out_dir = throwaway.name
-        if done is not None:
-            shutil.copytree(os.path.join(model_dir, BACKUP), os.path.join(out_dir, BACKUP))
+    out_dir, throwaway = output_dir(strategy, model_dir, done is not None, "train")
     start_run(model_dir, done, epochs, program="train", log=log, out_dir=out_dir)
 
     if seed is not None:
@@ -442,10 +354,7 @@ def train_avd(
     train = training_input(strategy, data_dir, config.batch_size, seed, stream=stream,
                            num_frames=config.num_frames, size=config.image_size, cache=cache,
                            flip=flip)
-    # DATA for the finite test split: split by file, workers would run
-    # different numbers of validation steps and wait for each other.
-    test = _sharded(validation_dataset(data_dir, stream, config, seed),
-                    tf.data.experimental.AutoShardPolicy.DATA)
+    test = data_sharded(validation_dataset(data_dir, stream, config, seed))
     summary = _summary_clips(data_dir, stream, config, min(summary_clips, test_videos))
 
     with precision(mixed_precision), strategy.scope():
@@ -498,11 +407,8 @@ __all__ = [
     "ENCODER",
     "HISTORY",
     "METRICS",
-    "STRATEGIES",
     "StopOnNonFiniteLoss",
     "TrainingDivergedError",
-    "make_strategy",
-    "num_workers",
     "shard_policy",
     "train_avd",
     "training_input",
