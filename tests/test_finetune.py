@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 
@@ -284,3 +285,53 @@ def test_mirrored_strategy_on_two_logical_cpus_fine_tunes_and_validates(data_dir
     assert odd.returncode == 1 and odd.stderr.strip().splitlines()[-1] == (
         "avd-finetune: batch_size 3 does not split evenly over the 2 replicas of the "
         "mirrored strategy")
+
+
+@pytest.mark.slow  # two programs in subprocesses waiting for each other: ~60 s on 2 busy cores
+def test_two_workers_fine_tune_and_only_the_chief_writes(data_dir, tmp_path):
+    """avd-finetune on two worker processes (multi_worker_mirrored, TF_CONFIG on localhost)
+    with validation on held-out videos: both finish with the same all-reduced figures."""
+    ensure_stream(data_dir, "frame", progress=False)  # computed once, not by both workers
+    sockets = [socket.socket() for _ in range(2)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    cluster = {"worker": [f"localhost:{sock.getsockname()[1]}" for sock in sockets]}
+    for sock in sockets:
+        sock.close()
+    # A proxy in the environment would also take gRPC's connections to localhost.
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    model_dir = tmp_path / "two_workers"
+    processes, outputs = [], []
+    for index in range(2):
+        (tmp_path / f"tmp{index}").mkdir()
+        worker_env = {**env, "CUDA_VISIBLE_DEVICES": "", "TMPDIR": str(tmp_path / f"tmp{index}"),
+                      "TF_CONFIG": json.dumps({"cluster": cluster,
+                                               "task": {"type": "worker", "index": index}})}
+        # Files, not pipes: a full pipe would stall a worker and with it the other.
+        outputs.append((tmp_path / f"worker{index}.out", tmp_path / f"worker{index}.err"))
+        with open(outputs[-1][0], "w") as out, open(outputs[-1][1], "w") as err:
+            processes.append(subprocess.Popen(
+                program("--data_dir", data_dir, "--stream", "frame", "--backbone", "alexnet",
+                        "--weights", "none", "--input_size", 64, "--epochs", 1,
+                        "--steps_per_epoch", 2, "--batch_size", 4, "--seed", 0,
+                        "--select_on", "val", "--noprogress", "--model_dir", model_dir,
+                        "--distribution_strategy", "multi_worker_mirrored"),
+                stdout=out, stderr=err, env=worker_env))
+    try:
+        for process in processes:
+            process.wait(timeout=600)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for process, (out, err) in zip(processes, outputs):
+        assert process.returncode == 0, err.read_text()[-3000:]
+    printed = [json.loads(out.read_text().strip().splitlines()[-1]) for out, _ in outputs]
+    assert printed[0]["val_accuracy"] == pytest.approx(printed[1]["val_accuracy"])
+    with open(model_dir / ft.METRICS) as f:
+        metrics = json.load(f)
+    assert metrics["run"]["replicas"] == 2
+    assert metrics["final"]["val_accuracy"] == pytest.approx(printed[0]["val_accuracy"])
+    assert (model_dir / CLASSIFIER_MODEL).is_file()
+    assert os.listdir(tmp_path / "tmp0") == [] and os.listdir(tmp_path / "tmp1") == []

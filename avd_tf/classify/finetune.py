@@ -192,9 +192,9 @@ def finetune(
     `distribution_strategy`: one of `avd_tf.distribution.STRATEGIES`, as
     avd-train's; `batch_size` is the global batch, split evenly over the
     replicas. Under "multi_worker_mirrored" every worker reads the whole
-    image stream and keeps its share of each batch, and only the chief
-    writes model_dir (the stream must be cached before, or on a filesystem
-    all workers see).
+    image stream (computing it if it is not cached: cache it first to
+    compute it once) and keeps its share of each batch, and only the chief
+    writes model_dir.
     """
     started = time.time()
     streams.check_avd_model(stream, avd_model_dir)
@@ -217,6 +217,10 @@ def finetune(
     weights = resolve_weights(weights)
     check_flip(flip)
     read_manifest(data_dir)  # one line for a folder that is not prepared data
+    # Before any TensorFlow op: multi_worker_mirrored configures the
+    # collective ops, which only a program that has run none yet can.
+    strategy = make_strategy(distribution_strategy)
+    check_batch_size(batch_size, strategy, distribution_strategy)
     mirror_map = flip_labels.dataset_flip_label_map(data_dir, flip_label_map)
 
     stream_dir = ensure_stream(
@@ -267,8 +271,6 @@ def finetune(
     if distribution_strategy != "default":
         # Only then: folders fine-tuned before the key existed still resume.
         config["distribution_strategy"] = distribution_strategy
-    strategy = make_strategy(distribution_strategy)
-    check_batch_size(batch_size, strategy, distribution_strategy)
     finished, done = open_run(model_dir, config, program="finetune", log=log)
     if finished is not None:
         return finished
