@@ -389,9 +389,10 @@ def test_only_the_chief_writes_the_model_dir(monkeypatch):
         writes_model_dir("multi_worker_mirrored")
 
 
-def test_each_of_two_workers_reads_only_its_own_shard_files(data_dir, tmp_path):
-    """Worker i of 2 (FILE sharding) yields exactly the batches of a folder holding only
-    its shard file, and the workers' batches differ."""
+@pytest.mark.slow  # two input pipelines built and run: 5-7 s on 2 busy cores
+def test_the_second_of_two_workers_reads_only_its_own_shard_file(data_dir, tmp_path):
+    """Worker 1 of 2 (FILE sharding) yields exactly the batches of a folder holding only
+    its shard file, the second; reading both files would give other clips."""
     files = list_shards(data_dir, "train")
     assert len(files) == 2
     policies = tf.data.experimental.AutoShardPolicy
@@ -399,24 +400,17 @@ def test_each_of_two_workers_reads_only_its_own_shard_files(data_dir, tmp_path):
     assert training.shard_policy(1, 2) == policies.DATA
     assert num_workers(tf.distribute.get_strategy()) == 1
     inputs = dict(stream="rgb", num_frames=4, size=16, flip="mirror")
-    batches = []
-    for index in range(2):
-        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=index,
-                                             num_replicas_in_sync=2)
-        worker = training.worker_dataset(data_dir, context, 4, seed=3, **inputs)
-        alone = tmp_path / f"worker{index}"
-        alone.mkdir()
-        for path in (os.path.join(data_dir, "manifest.json"), files[index]):
-            shutil.copy(path, alone)
-        expected = avd_dataset(str(alone), "train", training=True, batch_size=2,
-                               seed=sub_seed(3, index), **inputs)
-        got = [tuple(t.numpy() for t in batch) for batch in worker.take(2)]
-        for (clips, frames), (want_clips, want_frames) in zip(got, expected.take(2)):
-            assert clips.shape == (2, 4, 16, 16, 3)
-            np.testing.assert_array_equal(clips, want_clips.numpy())
-            np.testing.assert_array_equal(frames, want_frames.numpy())
-        batches.append(got)
-    assert not np.array_equal(batches[0][0][0], batches[1][0][0])
+    context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1,
+                                         num_replicas_in_sync=2)
+    worker = training.worker_dataset(data_dir, context, 4, seed=3, **inputs)
+    for path in (os.path.join(data_dir, "manifest.json"), files[1]):
+        shutil.copy(path, tmp_path)
+    alone = avd_dataset(str(tmp_path), "train", training=True, batch_size=2,
+                        seed=sub_seed(3, 1), **inputs)
+    (clips, frames), (want_clips, want_frames) = next(iter(worker)), next(iter(alone))
+    assert clips.shape == (2, 4, 16, 16, 3)
+    np.testing.assert_array_equal(clips.numpy(), want_clips.numpy())
+    np.testing.assert_array_equal(frames.numpy(), want_frames.numpy())
 
 
 def test_config_overrides_derive_strides_and_teacher_resolution():
