@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from avd_tf import readme_section
-from avd_tf.demo import README_SECTION
+from avd_tf.pipeline.demo import README_SECTION
 
 TINY = [
     "--num_classes", "3", "--videos_per_class", "5", "--frames", "12", "--size", "32",
@@ -91,7 +91,7 @@ def test_demo_runs_every_stage_reuses_them_and_fills_the_readme(tmp_path):
 
 
 def test_kind_and_motion_accuracies_from_the_confusion_matrix():
-    from avd_tf.demo import aggregate, factor_accuracies
+    from avd_tf.pipeline.demo import aggregate, factor_accuracies
 
     classes = ["RoundTranslateLeft", "RoundTranslateRight", "BoxTranslateLeft", "BoxTranslateRight"]
     # Rows: true class; columns: predicted. 10 videos.
@@ -113,7 +113,8 @@ def test_kind_and_motion_accuracies_from_the_confusion_matrix():
 def test_stage_times_are_kept_as_each_stage_finishes_and_reused_after_a_kill(tmp_path):
     import time
 
-    from avd_tf.demo import TIMINGS, TOTAL, StageTimings
+    from avd_tf.pipeline.demo import TIMINGS
+    from avd_tf.pipeline.stages import TOTAL, StageTimings
 
     path = str(tmp_path / TIMINGS)
     first = StageTimings(path, log=lambda _: None)

@@ -1,4 +1,4 @@
-"""Tests for avd_tf.classify.evaluate, avd-evaluate, avd_tf.classify.protocol and avd-protocol.
+"""Tests for avd_tf.classify.evaluate, avd-evaluate, avd_tf.pipeline.protocol and avd-protocol.
 
 Models are tiny real Keras classifiers saved as model.keras with a
 config.json; image streams are real image-record shards written here.
@@ -15,8 +15,10 @@ import pytest
 import tensorflow as tf
 
 from avd_tf.classify import evaluate as ev
-from avd_tf.classify import protocol, scores
+from avd_tf.classify import scores
 from avd_tf.inputs.images import stream_dataset
+from avd_tf.pipeline import protocol
+from avd_tf.pipeline.stages import Runner, StageError, stage_done, write_marker
 from avd_tf.records import images
 
 SIZE = 16
@@ -357,13 +359,13 @@ def test_protocol_end_to_end(tmp_path, ucf_like):
     assert not os.path.exists(tmp_path / "work")
     stages = protocol.plan(settings)
     prepare, finetune, _ = stages
-    protocol.run_stage(prepare, log=lambda _: None)
-    assert protocol.stage_done(prepare)
+    Runner(log=lambda _: None).run_one(prepare)
+    assert stage_done(prepare)
     kernel = np.array([[4.0, -4.0], [0.0, 0.0], [-4.0, 4.0]])
     _model_dir(finetune.folder, _tiny_model(3, kernel), "frame", prepare.folder, ["MoveLeft", "MoveRight"])
-    with pytest.raises(protocol.ProtocolError, match="cannot mark it finished, missing"):
-        protocol.write_marker(stages[2])
-    protocol.write_marker(finetune)
+    with pytest.raises(StageError, match="cannot mark it finished, missing"):
+        write_marker(stages[2])
+    write_marker(finetune)
     log = []
     summary = protocol.run_protocol(settings, log=log.append)
     assert "[split1/prepare] done already, skipped" in log
@@ -379,10 +381,10 @@ def test_protocol_end_to_end(tmp_path, ucf_like):
 
     # Re-running with other preparation settings refuses the finished folder;
     # another fusion setting only redoes the evaluation.
-    with pytest.raises(protocol.ProtocolError, match="split1/prepare was run with other settings \\(size differ"):
+    with pytest.raises(StageError, match="split1/prepare was run with other settings \\(size differ"):
         protocol.run_protocol(_settings(tmp_path, ucf_like, streams=("frame",), splits=(1,), size=48,
                                         backbone="tiny", weights="none", epochs=1))
-    assert not protocol.stage_done(protocol.plan(_settings(
+    assert not stage_done(protocol.plan(_settings(
         tmp_path, ucf_like, streams=("frame",), splits=(1,), size=32, backbone="tiny", weights="none",
         epochs=1, batch_size=2))[2])
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
-from avd_tf.demo import DemoSettings
 from avd_tf.models.avd import GEN_LOSSES, REC_LOSSES
 from avd_tf.models.presets import PRESETS, get_preset
+from avd_tf.pipeline.demo import DemoSettings
 
 # Axis name -> the cell key it sets (an AVDConfig field but for "preset",
 # "widths" and "epochs"), in the order cells are named.

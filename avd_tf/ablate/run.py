@@ -32,11 +32,11 @@ from avd_tf.ablate.control import untrained_avd
 from avd_tf.ablate.grid import Grid, config_overrides, folder_name
 from avd_tf.classify.evaluate import evaluate
 from avd_tf.classify.finetune import finetune
-from avd_tf.demo import DemoSettings
 from avd_tf.files import write_json_atomically
 from avd_tf.inputs.shards import list_shards, num_videos, read_manifest
 from avd_tf.layout import METRICS
 from avd_tf.models.training import train_avd
+from avd_tf.pipeline.demo import DemoSettings
 from avd_tf.records.holdout import holdout_folder
 
 EVAL_SPLITS = ("val", "test")

@@ -26,7 +26,7 @@ import sys
 from absl import flags
 
 from avd_tf.apps import describe, run_program
-from avd_tf.demo import DemoSettings
+from avd_tf.pipeline.demo import DemoSettings
 
 # The ablation's defaults are avd-demo's CPU settings.
 _DEFAULTS = DemoSettings()

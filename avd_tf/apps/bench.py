@@ -4,7 +4,8 @@ r"""avd-bench: how fast AVD trains, reads its input, distils, and prepares data 
             [--preset paper,small]
   avd-bench --scale [--scale_sizes 1000,4000,13320] [--output scale.json] [--readme README.md]
 
-For each preset (paper: 32-frame 112x112 clips; small: 8-frame 32x32):
+For each preset (paper: 32-frame 112x112 clips; small: 8-frame 32x32;
+`avd_tf.bench.suite`):
 
 * training: `AVD.train_step` on random clips in memory, in a fresh process
   (`avd_tf.bench.training`), with its model FLOPs counted from the layer
@@ -31,14 +32,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import tempfile
-import time
 
 from absl import flags, logging
 
 from avd_tf.apps import describe, run_program
+from avd_tf.bench import suite
 from avd_tf.files import write_text_atomically
 from avd_tf.streams import CLIP_CHANNELS
 
@@ -82,240 +82,9 @@ flags.DEFINE_list("scale_sizes", ["1000", "4000", "13320"], "--scale: numbers of
                   "videos (at least 101, one per class).")
 flags.DEFINE_integer("scale_tvl1_videos", 12, "--scale: videos prepared with TV-L1 flow.")
 
-PARTS = ("train", "input", "distill", "tvl1", "dynamic")
-# The performance targets on a 2-core CPU (docs/performance.md); TV-L1 should scale
-# to 90 % of linear.
-MFU_TARGET = 0.6
-INPUT_OVER_TRAIN_TARGET = 3.0
-TVL1_EFFICIENCY_TARGET = 0.9
-SMALL_RSS_TARGET_MB = 4096.0
-
-
-def _machine() -> dict:
-    import cv2
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from avd_tf.bench.machine import cpu_flags, cpu_model
-    from avd_tf.models.encoder import onednn_enabled
-
-    return {
-        "cpu_model": cpu_model(),
-        "cpu_flags": cpu_flags(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "opencv": cv2.__version__,
-        "onednn": onednn_enabled(),
-        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", ""),
-        "xla_jit_compile": FLAGS.jit_compile,
-        "TF_XLA_FLAGS": os.environ.get("TF_XLA_FLAGS", ""),
-        "gpus": len(tf.config.list_physical_devices("GPU")),
-        "load_at_start": list(os.getloadavg()),
-    }
-
-
-def _settings(quick: bool) -> dict:
-    return {
-        "quick": quick,
-        "steps": FLAGS.steps or (2 if quick else 5),
-        "min_seconds": FLAGS.min_seconds if FLAGS.min_seconds >= 0 else (10.0 if quick else 60.0),
-        "repeats": FLAGS.repeats or (5 if quick else 10),
-        "tvl1_pairs": FLAGS.tvl1_pairs or (8 if quick else 24),
-        "workers": FLAGS.workers or os.cpu_count() or 1,
-        "stream": FLAGS.stream,
-        "onednn": FLAGS.onednn,
-        "jit_compile": FLAGS.jit_compile,
-        "mixed_precision": FLAGS.mixed_precision,
-        "native_strides": FLAGS.native_strides,
-        "inter_op_threads": FLAGS.inter_op_threads,
-        "intra_op_threads": FLAGS.intra_op_threads,
-    }
-
-
-def _batch_size(preset: str, config, quick: bool) -> int:
-    if FLAGS.batch_size:
-        return FLAGS.batch_size
-    return 2 if quick and preset == "paper" else config.batch_size
-
-
-def _train(preset, config, batch_size, settings, result) -> None:
-    import numpy as np
-
-    from avd_tf.bench import flops
-    from avd_tf.bench.training import TrainSettings, measure_training_in_subprocess
-
-    native = {"auto": None, "on": True, "off": False}[settings["native_strides"]]
-    trained = measure_training_in_subprocess(
-        TrainSettings(
-            preset=preset,
-            stream=settings["stream"],
-            batch_size=batch_size,
-            steps=settings["steps"],
-            min_seconds=settings["min_seconds"],
-            jit_compile=settings["jit_compile"],
-            dtype_policy=None if settings["mixed_precision"] == "none" else settings["mixed_precision"],
-            native_strides=native,
-            inter_op_threads=settings["inter_op_threads"],
-            intra_op_threads=settings["intra_op_threads"],
-            peak_repeats=settings["repeats"],
-            profile_dir=os.path.join(FLAGS.profile_dir, preset) if FLAGS.profile_dir else None,
-        ),
-        onednn=None if settings["onednn"] == "inherit" else settings["onednn"] == "on",
-    )
-    analytic = flops.analytic_train_flops(config, settings["stream"])
-    profiled = flops.profiled_train_flops(config, settings["stream"], batch_size)
-    train_gflops = trained["train_clips_per_s"] * analytic["train"] / 1e9
-    result.update({
-        "train_clips_per_s": trained["train_clips_per_s"],
-        "train_clips_per_s_median": trained["train_clips_per_s_median"],
-        "train_steps": len(trained["step_seconds"]),
-        "train_step_seconds": {
-            "min": min(trained["step_seconds"]),
-            "median": float(np.median(trained["step_seconds"])),
-            "max": max(trained["step_seconds"]),
-        },
-        "train_first_step_seconds": trained["first_step_seconds"],
-        "train_gflop_per_clip": analytic["train"] / 1e9,
-        "train_gflop_per_clip_profiler": profiled["train"] / 1e9,
-        "flops_profiler_over_analytic": profiled["train"] / analytic["train"],
-        "train_gflops_per_s": train_gflops,
-        "matmul_gflops_per_s": trained["matmul_gflops_per_s"]["best"],
-        "conv3d_gflops_per_s": trained["conv3d_gflops_per_s"]["best"],
-        "peak_gflops_per_s": trained["peak_gflops_per_s"],
-        "peak_dtype": trained["peak_dtype"],
-        "train_mfu": train_gflops / trained["peak_gflops_per_s"],
-        "peak_rss_mb": trained["peak_rss_mb"],
-        "onednn": trained["onednn"],
-        "native_strides": trained["native_strides"],
-        "jit_compile": trained["jit_compile"],
-        "dtype_policy": trained["dtype_policy"],
-        "inter_op_threads": trained["inter_op_threads"],
-        "intra_op_threads": trained["intra_op_threads"],
-        "train_load": [trained["load_before"][0], trained["load_after"][0]],
-    })
-    if trained["profile"]:
-        result["train_profile"] = trained["profile"]
-
-
-def _input(config, batch_size, settings, work_dir, result) -> None:
-    from avd_tf.bench.inputs import input_clips_per_s, make_prepared_dataset
-    from avd_tf.bench.preparation import decode_jpeg_frames_per_s
-
-    data_dir = make_prepared_dataset(work_dir, config.image_size, config.num_frames)
-    batches = max(2, 40 // batch_size) if settings["quick"] else max(5, 160 // batch_size)
-    common = dict(num_frames=config.num_frames, size=config.image_size,
-                  batch_size=batch_size, num_batches=batches)
-    start = os.getloadavg()[0]
-    repeats = min(settings["repeats"], 3)
-    streamed = input_clips_per_s(data_dir, repeats=repeats, **common)
-    cached = input_clips_per_s(data_dir, repeats=repeats, cache=True, **common)
-    video = next(
-        os.path.join(root, name)
-        for root, _, names in sorted(os.walk(os.path.join(work_dir, "videos")))
-        for name in sorted(names)
-        if name.endswith(".avi")
-    )
-    result.update({
-        "input_clips_per_s": streamed["best"],
-        "input_clips_per_s_median": streamed["median"],
-        "input_cached_clips_per_s": cached["best"],
-        "input_batches": batches,
-        "decode_jpeg_frames_per_s": decode_jpeg_frames_per_s(video, config.image_size),
-        "input_load": [start, os.getloadavg()[0]],
-    })
-
-
-def _distill(config, batch_size, settings, work_dir, result) -> None:
-    from avd_tf.bench.flops import analytic_train_flops
-    from avd_tf.bench.inference import distill_clips_per_s, savedmodel_clips_per_s
-    from avd_tf.models import build_avd
-
-    encoder = build_avd(config, settings["stream"]).encoder
-    batches = settings["repeats"]
-    start = os.getloadavg()[0]
-    compiled = distill_clips_per_s(encoder, batch_size, batches)
-    saved = savedmodel_clips_per_s(encoder, os.path.join(work_dir, "encoder_savedmodel"),
-                                   batch_size, batches)
-    result.update({
-        "distill_clips_per_s": compiled["best"],
-        "distill_clips_per_s_median": compiled["median"],
-        "distill_savedmodel_clips_per_s": saved["best"],
-        "distill_savedmodel_clips_per_s_median": saved["median"],
-        "distill_gflop_per_clip": analytic_train_flops(config, settings["stream"])["distill"] / 1e9,
-        "distill_load": [start, os.getloadavg()[0]],
-    })
-
-
-def _tvl1(config, settings, result) -> None:
-    from avd_tf.bench.preparation import tvl1_pairs_per_s
-
-    workers, pairs = settings["workers"], settings["tvl1_pairs"]
-    start = os.getloadavg()[0]
-    one = tvl1_pairs_per_s(config.image_size, 1, pairs)
-    many = tvl1_pairs_per_s(config.image_size, workers, pairs)
-    result.update({
-        "tvl1_size": config.image_size,
-        "tvl1_workers": workers,
-        "tvl1_pairs_per_s_1worker": one,
-        "tvl1_pairs_per_s_Nworkers": many,
-        "tvl1_scaling": many / one,
-        "tvl1_load": [start, os.getloadavg()[0]],
-    })
-
-
-def _dynamic(config, settings, result) -> None:
-    from avd_tf.bench.inference import dynamic_image_clips_per_s
-
-    rate = dynamic_image_clips_per_s(config.num_frames, config.image_size, 5 * settings["repeats"])
-    result["dynamic_image_clips_per_s"] = rate["best"]
-    result["dynamic_image_clips_per_s_median"] = rate["median"]
-
-
-def _checks(preset: str, result: dict, settings: dict) -> dict:
-    """Each performance target that this run measured: value, target, met."""
-    checks = {}
-
-    def check(key, value, target, met):
-        checks[key] = {"value": value, "target": target, "met": bool(met)}
-
-    if "train_mfu" in result:
-        check("train_mfu", result["train_mfu"], MFU_TARGET, result["train_mfu"] >= MFU_TARGET)
-    if "input_over_train" in result:
-        check("input_over_train", result["input_over_train"], INPUT_OVER_TRAIN_TARGET,
-              result["input_over_train"] >= INPUT_OVER_TRAIN_TARGET)
-    if "tvl1_scaling" in result:
-        target = TVL1_EFFICIENCY_TARGET * settings["workers"]
-        check("tvl1_scaling", result["tvl1_scaling"], target, result["tvl1_scaling"] >= target)
-    if preset == "small" and "peak_rss_mb" in result:
-        check("peak_rss_mb", result["peak_rss_mb"], SMALL_RSS_TARGET_MB,
-              result["peak_rss_mb"] < SMALL_RSS_TARGET_MB)
-    return checks
-
-
-def _print(preset: str, result: dict) -> None:
-    print(f"\n== {preset} (batch {result['batch_size']}) ==")
-    for key, value in result.items():
-        if key in ("checks", "train_profile") or isinstance(value, (list, dict)):
-            continue
-        shown = f"{value:.4g}" if isinstance(value, float) else value
-        print(f"  {key:40s} {shown}")
-    for key, check in result.get("checks", {}).items():
-        verdict = "met" if check["met"] else "MISSED"
-        print(f"  target {key}: {check['value']:.3g} vs {check['target']:.3g} -> {verdict}")
-    profile = result.get("train_profile")
-    if profile:
-        print(f"  profile: {profile['op_seconds']:.2f} s of op time; top op types:")
-        for entry in profile["op_types"]:
-            print(f"    {entry['share']:6.1%} {entry['seconds']:8.3f} s  {entry['name']}")
-
-
 def _scale(work_dir: str) -> int:
     from avd_tf.bench.report import SCALE_SECTION, scale_markdown_table
-    from avd_tf.bench.scale import check_sizes, measure_scale
+    from avd_tf.bench.scale import check_sizes
     from avd_tf.readme_section import replace_section
 
     try:
@@ -324,9 +93,8 @@ def _scale(work_dir: str) -> int:
         sys.exit(f"avd-bench: --scale_sizes={','.join(FLAGS.scale_sizes)}: {error}")
     if FLAGS.scale_tvl1_videos < 1:
         sys.exit(f"avd-bench: --scale_tvl1_videos={FLAGS.scale_tvl1_videos}: must be at least 1")
-    scale = measure_scale(work_dir, sizes, tvl1_videos=FLAGS.scale_tvl1_videos)
-    report = {"machine": _machine(), "scale": scale}
-    report["machine"]["load_at_end"] = list(os.getloadavg())
+    report = suite.scale_report(work_dir, sizes, tvl1_videos=FLAGS.scale_tvl1_videos,
+                                jit_compile=FLAGS.jit_compile)
     table = scale_markdown_table(report)
     print("\n" + table)
     if FLAGS.output:
@@ -343,9 +111,9 @@ def _scale(work_dir: str) -> int:
 
 def main(argv):
     del argv
-    unknown = sorted(set(FLAGS.measure) - set(PARTS))
+    unknown = sorted(set(FLAGS.measure) - set(suite.PARTS))
     if unknown:
-        sys.exit(f"avd-bench: unknown --measure parts {unknown}; choose from {list(PARTS)}")
+        sys.exit(f"avd-bench: unknown --measure parts {unknown}; choose from {list(suite.PARTS)}")
     folders = [FLAGS.work_dir] + [os.path.dirname(f) for f in (FLAGS.output, FLAGS.markdown) if f]
     for folder in filter(None, folders):
         # Made before minutes of measuring, not when the results are written.
@@ -364,44 +132,22 @@ def main(argv):
             return _scale(FLAGS.work_dir or temporary)
 
     from avd_tf.bench.training import configure_threads
-    from avd_tf.models import PRESETS, get_preset
+    from avd_tf.models import PRESETS
 
     unknown = sorted(set(FLAGS.preset) - set(PRESETS))
     if unknown:
         sys.exit(f"avd-bench: unknown presets {unknown}; known presets: {sorted(PRESETS)}")
     configure_threads(FLAGS.inter_op_threads, FLAGS.intra_op_threads)
-    settings = _settings(FLAGS.quick)
-    report = {"machine": _machine(), "settings": settings, "presets": {}}
+    settings = suite.make_settings(
+        FLAGS.quick, steps=FLAGS.steps, min_seconds=FLAGS.min_seconds, repeats=FLAGS.repeats,
+        tvl1_pairs=FLAGS.tvl1_pairs, workers=FLAGS.workers, stream=FLAGS.stream,
+        onednn=FLAGS.onednn, jit_compile=FLAGS.jit_compile,
+        mixed_precision=FLAGS.mixed_precision, native_strides=FLAGS.native_strides,
+        inter_op_threads=FLAGS.inter_op_threads, intra_op_threads=FLAGS.intra_op_threads)
     with tempfile.TemporaryDirectory(prefix="avd-bench-") as temporary:
-        work_root = FLAGS.work_dir or temporary
-        for preset in FLAGS.preset:
-            config = get_preset(preset)
-            batch_size = _batch_size(preset, config, FLAGS.quick)
-            work_dir = os.path.join(work_root, preset)
-            os.makedirs(work_dir, exist_ok=True)
-            result = {"batch_size": batch_size, "num_frames": config.num_frames,
-                      "image_size": config.image_size}
-            parts = {
-                "train": lambda: _train(preset, config, batch_size, settings, result),
-                "input": lambda: _input(config, batch_size, settings, work_dir, result),
-                "distill": lambda: _distill(config, batch_size, settings, work_dir, result),
-                "tvl1": lambda: _tvl1(config, settings, result),
-                "dynamic": lambda: _dynamic(config, settings, result),
-            }
-            seconds = {}
-            for part in PARTS:
-                if part in FLAGS.measure:
-                    start = time.perf_counter()
-                    parts[part]()
-                    seconds[part] = time.perf_counter() - start
-            if "train_clips_per_s" in result and "input_clips_per_s" in result:
-                result["input_over_train"] = (
-                    result["input_clips_per_s"] / result["train_clips_per_s"])
-            result["part_seconds"] = seconds
-            result["checks"] = _checks(preset, result, settings)
-            report["presets"][preset] = result
-            _print(preset, result)
-    report["machine"]["load_at_end"] = list(os.getloadavg())
+        report = suite.measure_presets(FLAGS.preset, settings, FLAGS.work_dir or temporary,
+                                       measure=FLAGS.measure, batch_size=FLAGS.batch_size,
+                                       profile_dir=FLAGS.profile_dir)
     if FLAGS.output:
         write_text_atomically(FLAGS.output, json.dumps(report, indent=2) + "\n")
         print(f"\nwrote {FLAGS.output}")

@@ -17,7 +17,7 @@ import sys
 from absl import flags
 
 from avd_tf.apps import describe, run_program
-from avd_tf.demo import STREAMS, DemoSettings, run_demo, write_readme
+from avd_tf.pipeline.demo import STREAMS, DemoSettings, run_demo, write_readme
 
 _DEFAULTS = DemoSettings()
 FLAGS = flags.FLAGS

@@ -22,7 +22,8 @@ import sys
 from absl import app, flags
 
 from avd_tf.apps import describe, run_program
-from avd_tf.classify import protocol
+from avd_tf.pipeline import protocol
+from avd_tf.pipeline.stages import StageError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", None, list(protocol.DATASET_SPLITS), "Dataset and its protocol.")
@@ -79,7 +80,7 @@ def main(argv):
             finetune_args=tuple(shlex.split(FLAGS.finetune_args)),
         )
         protocol.run_protocol(settings, dry_run=FLAGS.dry_run, progress=FLAGS.progress)
-    except (protocol.ProtocolError, OSError, ValueError) as error:
+    except (StageError, OSError, ValueError) as error:
         sys.exit(f"avd-protocol: {describe(error)}")
     if not FLAGS.dry_run:
         print(f"protocol: {protocol.protocol_path(settings)}")

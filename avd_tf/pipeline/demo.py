@@ -5,7 +5,9 @@ into the same folder: demo videos (class = kind of object x camera motion)
 -> avd-prepare (RGB + TV-L1, with the data's mirror classes) -> per training
 seed: avd-train (rgb and flow), fine-tuning of one ImageNet backbone per
 stream (the AVD streams are distilled on the way), avd-evaluate -> the
-seeds' mean +- std, figures and summary.md.
+seeds' mean +- std, figures and summary.md. The stages run in this process
+on `avd_tf.pipeline.stages.Runner`, their times kept in timings.json
+(`StageTimings`).
 
 Every seed trains and evaluates on the same videos (`seed` draws them);
 `seeds` vary AVD training and fine-tuning. The fine-tuned classifiers keep
@@ -16,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from typing import Callable
 
 import numpy as np
@@ -24,11 +25,11 @@ import numpy as np
 from avd_tf.bench.machine import cpu_model
 from avd_tf.files import write_json_atomically, write_text_atomically
 from avd_tf.layout import MANIFEST, METRICS
+from avd_tf.pipeline.stages import Runner, Stage, StageTimings
 from avd_tf.readme_section import replace_section_with_image
 from avd_tf.streams import CLIP_CHANNELS, avd_input, avd_stream
 
 TIMINGS = "timings.json"
-TOTAL = "total"
 STREAMS = ("frame", "mean", "dynamic", "avd_rgb", "flow", "avd_flow")
 # The paper's Table 1 fusions, plus RGB+OF (the classic two-stream pair).
 FUSIONS = ("frame+flow", "flow+avd_flow", "avd_flow+avd_rgb", "flow+avd_flow+avd_rgb")
@@ -74,43 +75,13 @@ class DemoSettings:
     progress: bool = True
 
 
-class StageTimings:
-    """The wall time of each demo stage, in seconds, kept in `path` (timings.json).
+def _announce(log: Callable[[str], None]):
+    def announce(stage: Stage, index: int, total: int, done: bool) -> None:
+        log(f"\n=== [{index}/{total}] {stage.text}")
+        if done and not stage.always_run:
+            log(f"reusing {stage.folder}")
 
-    Written as each stage finishes, so a killed run keeps the times of the
-    stages it finished; a stage reused from an earlier run keeps that run's
-    time, so the summary of a re-run still says what the whole demo costs.
-    """
-
-    def __init__(self, path: str, log: Callable[[str], None] = print):
-        self.path, self.log = path, log
-        self.previous = {}
-        if os.path.exists(path):
-            with open(path) as f:
-                self.previous = json.load(f)
-        self.previous.pop(TOTAL, None)
-        self.times = {}
-
-    def finish(self, name: str, started: float, reused: bool) -> None:
-        """Records stage `name`, begun at `started` (time.time()), or reused from an earlier run."""
-        if reused and name in self.previous:
-            self.times[name] = self.previous[name]
-            self.log(f"{name}: reused, {self.times[name]:.0f} s in an earlier run")
-        else:
-            self.times[name] = time.time() - started
-        # Stages this run has not reached yet may still be reused by the next one.
-        write_json_atomically(self.path, {**self.previous, **self.times})
-
-    def close(self) -> dict:
-        """This run's times and their TOTAL, written to `path`; returns them."""
-        self.times[TOTAL] = sum(self.times.values())
-        write_json_atomically(self.path, self.times)
-        return self.times
-
-
-def _stage(log, index: int, total: int, text: str) -> float:
-    log(f"\n=== [{index}/{total}] {text}")
-    return time.time()
+    return announce
 
 
 def seed_dir(output_dir: str, seed: int) -> str:
@@ -137,88 +108,91 @@ def run_demo(output_dir: str, settings: DemoSettings | None = None, log: Callabl
     video_root = os.path.join(output_dir, "videos")
     data_dir = os.path.join(output_dir, "prepared")
     avd_streams = [x for x in CLIP_CHANNELS if avd_stream(x) in s.streams]
-    total = 6
-
-    t = _stage(log, 1, total, "demo videos (kinds of object x camera motions)")
+    avd_dirs = {seed: {stream: os.path.join(seed_dir(output_dir, seed), avd_stream(stream))
+                       for stream in avd_streams} for seed in s.seeds}
+    model_dirs = {seed: [os.path.join(seed_dir(output_dir, seed), "classifiers", stream)
+                         for stream in s.streams] for seed in s.seeds}
     summary_path = os.path.join(video_root, "demo_data.json")
-    reused = os.path.exists(summary_path)
-    if reused:
-        log(f"reusing {video_root}")
-        data = json.load(open(summary_path))
-    else:
-        data = make_demo_dataset(video_root, num_classes=s.num_classes,
-                                 videos_per_class=s.videos_per_class, frames=s.frames, size=s.size,
-                                 seed=s.seed, log=log)
-    timings.finish("videos", t, reused)
+    made = {}
 
-    t = _stage(log, 2, total, "avd-prepare: JPEG frames + TV-L1 flow -> TFRecords")
-    reused = os.path.exists(os.path.join(data_dir, MANIFEST))
-    if reused:
-        log(f"reusing {data_dir}")
-    else:
+    def make_videos():
+        made["data"] = make_demo_dataset(video_root, num_classes=s.num_classes,
+                                         videos_per_class=s.videos_per_class, frames=s.frames,
+                                         size=s.size, seed=s.seed, log=log)
+
+    def prepare_videos():
+        data = made.get("data") or json.load(open(summary_path))
         dataset = load_dataset("ucf101", video_dir=os.path.join(video_root, "videos"),
                                split_dir=os.path.join(video_root, "splits"))
         flip_map = json.load(open(data["flip_label_map"])) if data.get("flip_label_map") else None
         prepare(dataset, os.path.join(video_root, "videos"), data_dir,
                 ConvertOptions(size=s.size, clip_frames=8), dataset_name="demo",
                 workers=s.workers, progress=s.progress, flip_label_map=flip_map, log=log)
-    timings.finish("prepare", t, reused)
 
-    runs = {}
-    t = _stage(log, 3, total, f"avd-train: AVD on {', '.join(avd_streams)}, seeds "
-               + ", ".join(map(str, s.seeds)))
-    avd_dirs = {seed: {stream: os.path.join(seed_dir(output_dir, seed), avd_stream(stream))
-                       for stream in avd_streams} for seed in s.seeds}
-    reused = all(_all_finished(dirs.values()) for dirs in avd_dirs.values())
-    for seed in s.seeds:
-        for stream in avd_streams:
-            log(f"--- seed {seed}, AVD({stream})")
-            train_avd(data_dir, avd_dirs[seed][stream], stream=stream, preset=s.avd_preset,
-                      epochs=s.avd_epochs, steps_per_epoch=s.avd_steps, seed=seed,
-                      progress=s.progress, log=log)
-    timings.finish("avd_train", t, reused)
+    def train():
+        for seed in s.seeds:
+            for stream in avd_streams:
+                log(f"--- seed {seed}, AVD({stream})")
+                train_avd(data_dir, avd_dirs[seed][stream], stream=stream, preset=s.avd_preset,
+                          epochs=s.avd_epochs, steps_per_epoch=s.avd_steps, seed=seed,
+                          progress=s.progress, log=log)
 
-    t = _stage(log, 4, total, f"avd-finetune: {s.backbone} ({s.weights}) on {', '.join(s.streams)}")
-    model_dirs = {seed: [os.path.join(seed_dir(output_dir, seed), "classifiers", stream)
-                         for stream in s.streams] for seed in s.seeds}
-    reused = all(_all_finished(dirs) for dirs in model_dirs.values())
-    for seed in s.seeds:
-        for stream, model_dir in zip(s.streams, model_dirs[seed]):
-            log(f"--- seed {seed}, stream {stream}")
-            source = avd_input(stream)
-            avd_dir = avd_dirs[seed].get(source) if source else None
-            finetune(data_dir, stream, model_dir, backbone=s.backbone, weights=s.weights,
-                     epochs=s.finetune_epochs, steps_per_epoch=s.finetune_steps,
-                     batch_size=s.batch_size, input_size=s.input_size, lr=s.finetune_lr,
-                     lr_decay=s.finetune_lr_decay, seed=seed, avd_model_dir=avd_dir,
-                     progress=s.progress, log=log)
-    timings.finish("finetune", t, reused)
+    def finetune_streams():
+        for seed in s.seeds:
+            for stream, model_dir in zip(s.streams, model_dirs[seed]):
+                log(f"--- seed {seed}, stream {stream}")
+                source = avd_input(stream)
+                avd_dir = avd_dirs[seed].get(source) if source else None
+                finetune(data_dir, stream, model_dir, backbone=s.backbone, weights=s.weights,
+                         epochs=s.finetune_epochs, steps_per_epoch=s.finetune_steps,
+                         batch_size=s.batch_size, input_size=s.input_size, lr=s.finetune_lr,
+                         lr_decay=s.finetune_lr_decay, seed=seed, avd_model_dir=avd_dir,
+                         progress=s.progress, log=log)
 
-    t = _stage(log, 5, total, "avd-evaluate: video-level accuracy per stream and late fusion")
-    fusions = [f for f in FUSIONS if set(f.split("+")) <= set(s.streams)]
-    for seed in s.seeds:
-        folder = seed_dir(output_dir, seed)
-        runs[seed] = evaluate(model_dirs[seed], data_dir, fusions=fusions or None,
-                              output=os.path.join(folder, "results.json"),
-                              confusion_png=os.path.join(folder, "confusion.png"),
-                              markdown=os.path.join(folder, "table.md"), progress=s.progress,
-                              log=log)
-    results = aggregate(runs)
-    results["avd"] = {stream: aggregate_avd([avd_dirs[seed][stream] for seed in s.seeds])
-                      for stream in avd_streams}
-    write_json_atomically(os.path.join(output_dir, "results.json"), results)
-    timings.finish("evaluate", t, False)
+    def evaluate_seeds():
+        fusions = [f for f in FUSIONS if set(f.split("+")) <= set(s.streams)]
+        runs = {}
+        for seed in s.seeds:
+            folder = seed_dir(output_dir, seed)
+            runs[seed] = evaluate(model_dirs[seed], data_dir, fusions=fusions or None,
+                                  output=os.path.join(folder, "results.json"),
+                                  confusion_png=os.path.join(folder, "confusion.png"),
+                                  markdown=os.path.join(folder, "table.md"), progress=s.progress,
+                                  log=log)
+        made["results"] = aggregate(runs)
+        made["results"]["avd"] = {stream: aggregate_avd([avd_dirs[seed][stream] for seed in s.seeds])
+                                  for stream in avd_streams}
+        write_json_atomically(os.path.join(output_dir, "results.json"), made["results"])
 
-    t = _stage(log, 6, total, "figures and summary.md")
-    first = s.seeds[0]
-    figures = write_figures(output_dir, data_dir, avd_dirs[first], s)
-    confusion = os.path.join(seed_dir(output_dir, first), "confusion.png")
-    if os.path.exists(confusion):
-        figures.append(confusion)
-    timings.finish("figures", t, False)
-    write_summary(output_dir, results, figures, timings.close(), s, data)
+    def figures():
+        first = s.seeds[0]
+        made["figures"] = write_figures(output_dir, data_dir, avd_dirs[first], s)
+        confusion = os.path.join(seed_dir(output_dir, first), "confusion.png")
+        if os.path.exists(confusion):
+            made["figures"].append(confusion)
+
+    # A stage without outputs (evaluation, figures) always runs; training and
+    # fine-tuning are called even when finished, since their model folders
+    # resume a run and refuse one with other settings.
+    Runner(log=log, timings=timings, announce=_announce(log)).run([
+        Stage("videos", [summary_path], video_root, action=make_videos,
+              text="demo videos (kinds of object x camera motions)"),
+        Stage("prepare", [os.path.join(data_dir, MANIFEST)], data_dir, action=prepare_videos,
+              text="avd-prepare: JPEG frames + TV-L1 flow -> TFRecords"),
+        Stage("avd_train", [os.path.join(d, METRICS) for dirs in avd_dirs.values() for d in dirs.values()],
+              output_dir, action=train, always_run=True,
+              text=f"avd-train: AVD on {', '.join(avd_streams)}, seeds " + ", ".join(map(str, s.seeds))),
+        Stage("finetune", [os.path.join(d, METRICS) for dirs in model_dirs.values() for d in dirs],
+              output_dir, action=finetune_streams, always_run=True,
+              text=f"avd-finetune: {s.backbone} ({s.weights}) on {', '.join(s.streams)}"),
+        Stage("evaluate", [], output_dir, action=evaluate_seeds,
+              text="avd-evaluate: video-level accuracy per stream and late fusion"),
+        Stage("figures", [], output_dir, action=figures, text="figures and summary.md"),
+    ])
+    data = made.get("data") or json.load(open(summary_path))
+    write_summary(output_dir, made["results"], made["figures"], timings.close(), s, data)
     log(open(os.path.join(output_dir, "summary.md")).read())
-    return results
+    return made["results"]
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -301,11 +275,6 @@ def aggregate_avd(model_dirs: list[str]) -> dict:
             mean, std = mean_std(values)
             out[key] = {"mean": mean, "std": std, "runs": values}
     return out
-
-
-def _all_finished(run_dirs) -> bool:
-    """Whether every training run in `run_dirs` has written its metrics.json (its end mark)."""
-    return all(os.path.exists(os.path.join(path, METRICS)) for path in run_dirs)
 
 
 def write_figures(output_dir: str, data_dir: str, avd_dirs: dict, s: DemoSettings) -> list[str]:

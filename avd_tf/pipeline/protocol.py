@@ -26,16 +26,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shlex
-import subprocess
 import sys
-import time
 from typing import Callable, Mapping
 
 from avd_tf import streams
 from avd_tf.classify import report
 from avd_tf.files import write_json_atomically, write_text_atomically
 from avd_tf.layout import CLASSIFIER_MODEL, CONFIG, MANIFEST
+from avd_tf.pipeline.stages import Runner, Stage, StageError, stage_done
 
 # Paper section 4.1: three official splits for UCF101 and HMDB51, one
 # train/validation run for Kinetics.
@@ -43,10 +41,6 @@ DATASET_SPLITS = {"ucf101": (1, 2, 3), "hmdb51": (1, 2, 3), "kinetics": None}
 KINETICS_RUN = "validation"
 STAGES_DIR = ".stages"
 RESULTS = "results.json"
-
-
-class ProtocolError(Exception):
-    """A stage failed, or a work folder holds output made with other settings."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,35 +90,6 @@ class ProtocolSettings:
             raise ValueError(f"{len(self.streams)} streams but {len(self.fusion_weights)} fusion weights")
 
 
-@dataclasses.dataclass
-class Stage:
-    """One step of one run. Finished = its marker records `record` and `outputs` exist.
-
-    `folder` is what the stage writes into (deleting it and the marker redoes the stage).
-    """
-
-    run: str
-    name: str
-    record: dict
-    outputs: list[str]
-    marker: str
-    folder: str
-    command: list[str] | None = None  # a subprocess, or else `action` in this process
-    action: Callable[[], None] | None = None
-    redo_on_change: bool = False
-
-    @property
-    def title(self) -> str:
-        return f"{self.run}/{self.name}"
-
-    def describe(self) -> str:
-        if self.command is None:
-            return f"{self.name} {json.dumps(self.record, sort_keys=True)}"
-        # Shown as the installed console script; run as `python -m`, which works without it.
-        program = "avd-" + self.command[2].rsplit(".", 1)[1]
-        return shlex.join([program] + self.command[3:])
-
-
 def protocol_path(settings: ProtocolSettings) -> str:
     """`work_dir/protocol_<backbone>.json`: the summary a protocol run writes (and a .md beside it)."""
     return os.path.join(os.path.abspath(settings.work_dir), f"protocol_{settings.backbone}.json")
@@ -155,7 +120,7 @@ def _prepare_action(settings: ProtocolSettings, split: int | None, output_dir: s
                                    progress=progress)
         empty = [s for s in ("train", "test") if not manifest["splits"].get(s, {}).get("videos")]
         if empty:
-            raise ProtocolError(
+            raise StageError(
                 f"{os.path.join(output_dir, MANIFEST)}: no {' or '.join(empty)} video could be "
                 f"prepared ({len(manifest['failures'])} failures listed there)"
             )
@@ -190,7 +155,7 @@ def plan(settings: ProtocolSettings, *, progress: bool = True, log: Callable[[st
         markers = os.path.join(run_dir, STAGES_DIR)
         prepared = os.path.join(run_dir, "prepared")
         stages.append(Stage(
-            run, "prepare",
+            "prepare", run=run,
             record={"dataset": settings.dataset, "video_dir": os.path.abspath(settings.video_dir),
                     "split_dir": os.path.abspath(settings.split_dir), "split": split,
                     "size": settings.size, "flow": flow},
@@ -212,9 +177,9 @@ def plan(settings: ProtocolSettings, *, progress: bool = True, log: Callable[[st
             if settings.avd_epochs is not None:
                 command += ["--epochs", str(settings.avd_epochs)]
             command += list(settings.train_args)
-            stages.append(Stage(run, f"train_{source}", {"command": command[1:]}, [avd_dirs[source]],
-                                os.path.join(markers, f"train_{source}.json"), avd_dirs[source],
-                                command=command))
+            stages.append(Stage(f"train_{source}", [avd_dirs[source]], avd_dirs[source],
+                                command=command, record={"command": command[1:]},
+                                marker=os.path.join(markers, f"train_{source}.json"), run=run))
         model_root = os.path.join(run_dir, settings.backbone)
         model_dirs = []
         for stream in settings.streams:
@@ -231,13 +196,13 @@ def plan(settings: ProtocolSettings, *, progress: bool = True, log: Callable[[st
                 command += ["--epochs", str(settings.epochs)]
             command += list(settings.finetune_args)
             stages.append(Stage(
-                run, f"{settings.backbone}/finetune_{stream}", {"command": command[1:]},
+                f"{settings.backbone}/finetune_{stream}",
                 [os.path.join(model_dir, CLASSIFIER_MODEL), os.path.join(model_dir, CONFIG)],
-                os.path.join(markers, f"{settings.backbone}_finetune_{stream}.json"), model_dir,
-                command=command,
+                model_dir, command=command, record={"command": command[1:]},
+                marker=os.path.join(markers, f"{settings.backbone}_finetune_{stream}.json"), run=run,
             ))
         stages.append(Stage(
-            run, f"{settings.backbone}/evaluate",
+            f"{settings.backbone}/evaluate", run=run,
             record={"model_dirs": model_dirs, "fuse": settings.fuse,
                     "fusion_weights": list(settings.fusion_weights or []) or None,
                     "fusions": settings.fusions, "batch_size": settings.batch_size},
@@ -248,52 +213,6 @@ def plan(settings: ProtocolSettings, *, progress: bool = True, log: Callable[[st
             redo_on_change=True,
         ))
     return stages
-
-
-def stage_done(stage: Stage) -> bool:
-    """True when `stage` finished with the same settings; ProtocolError when with others."""
-    if not os.path.exists(stage.marker):
-        return False
-    with open(stage.marker) as f:
-        previous = json.load(f).get("record")
-    if previous != json.loads(json.dumps(stage.record)):
-        if stage.redo_on_change:
-            return False
-        changed = sorted(k for k in set(previous or {}) | set(stage.record)
-                         if (previous or {}).get(k) != stage.record.get(k))
-        raise ProtocolError(
-            f"{stage.marker}: {stage.title} was run with other settings ({', '.join(changed)} differ); "
-            f"use a new work_dir, or delete {stage.folder} and this file to redo it"
-        )
-    return all(os.path.exists(p) for p in stage.outputs)
-
-
-def run_stage(stage: Stage, *, log: Callable[[str], None] = print) -> None:
-    """Runs one stage and, when it succeeds, writes its marker."""
-    log(f"[{stage.title}] {stage.describe()}")
-    start = time.time()
-    if stage.command is not None:
-        status = subprocess.run(stage.command).returncode
-        if status != 0:
-            raise ProtocolError(f"{stage.title}: `{stage.describe()}` exited with status {status}")
-    else:
-        stage.action()
-    write_marker(stage, seconds=time.time() - start)
-
-
-def write_marker(stage: Stage, *, seconds: float = 0.0) -> None:
-    """Marks `stage` finished; its outputs must exist.
-
-    Besides `run_stage`, for adopting output made elsewhere (e.g. a model
-    fine-tuned by hand into the stage's folder with the same settings).
-    """
-    missing = [p for p in stage.outputs if not os.path.exists(p)]
-    if missing:
-        raise ProtocolError(f"{stage.title}: cannot mark it finished, missing {', '.join(missing)}")
-    os.makedirs(os.path.dirname(stage.marker), exist_ok=True)
-    write_json_atomically(stage.marker, {"record": stage.record, "seconds": round(seconds, 1),
-                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")},
-                          sort_keys=False)
 
 
 def average_results(per_run: Mapping[str, Mapping]) -> dict:
@@ -349,11 +268,7 @@ def run_protocol(settings: ProtocolSettings, *, dry_run: bool = False, progress:
             log(f"{'done' if done else 'todo'} [{stage.title}] {stage.describe()}")
             listed.append({"stage": stage.title, "done": done, "command": stage.describe()})
         return {"stages": listed}
-    for stage in stages:
-        if stage_done(stage):
-            log(f"[{stage.title}] done already, skipped")
-        else:
-            run_stage(stage, log=log)
+    Runner(log=log).run(stages)
     work = os.path.abspath(settings.work_dir)
     per_run = {}
     for run, _ in runs(settings):
