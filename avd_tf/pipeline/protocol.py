@@ -19,7 +19,8 @@ backbone, so protocols with other backbones, paper Table 2, share them):
 
 Re-running skips every finished stage. A finished stage whose settings
 changed is an error (its folder holds the old settings' output), except the
-evaluation, which is simply redone.
+evaluation, which is simply redone. The stages run on
+`avd_tf.pipeline.stages.Runner`, each with its marker.
 """
 from __future__ import annotations
 
