@@ -152,7 +152,10 @@ PRESETS = {
     # more motion (motion gain, R^2) and classified better, and they are the
     # narrowest whose channels fill AVX-512's 16 float32 lanes: train MFU
     # 0.42 -> above 0.6 in avd-bench, at 2.2x the FLOPs per clip. 16 frames
-    # at this size halved the clips per second and did not help.
+    # at this size halved the clips per second and did not help. 32 px
+    # crops of the 40 px demo frames: 40 px clips were within one held-out
+    # video of them at 1.56x the arithmetic (README "Training length and
+    # clip side at the chosen widths").
     "small": AVDConfig(
         num_frames=8,
         image_size=32,
