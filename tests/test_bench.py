@@ -39,6 +39,11 @@ REQUIRED = (
     "tvl1_pairs_per_s_Nworkers",
     "tvl1_scaling",
     "dynamic_image_clips_per_s",
+    "bn_sync_step_ms",
+    "bn_local_step_ms",
+    "bn_sync_over_local",
+    "bn_sync_peak_rss_mb",
+    "bn_local_peak_rss_mb",
 )
 
 
@@ -84,6 +89,19 @@ def test_avd_bench_writes_every_figure(tmp_path):
     assert bench_report.markdown_table(report) == table
     assert readme.read_text() == f"# Title\n\n{begin}\n{table}{end}\n\nAfter.\n"
     assert report["machine"]["cpu_model"] in table
+
+
+def test_batch_norm_shapes_follow_the_encoder_and_both_paths_run():
+    from avd_tf.bench.batch_norm import _step, encoder_norm_shapes
+    from avd_tf.models import build_avd
+
+    for preset in ("small", "paper"):
+        config = get_preset(preset)
+        built = [norm._build_shapes_dict["input_shape"][1:]
+                 for norm in build_avd(config).encoder.norms]
+        assert [shape[1:] for shape in encoder_norm_shapes(config, 2)] == built, preset
+    for synchronized in (True, False):
+        _step(encoder_norm_shapes(get_preset("small"), 1), synchronized)()
 
 
 def test_readme_without_the_section_is_refused_with_its_name(tmp_path):

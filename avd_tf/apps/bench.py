@@ -70,7 +70,7 @@ flags.DEFINE_integer("intra_op_threads", 0, "TF intra-op threads (0: TF's defaul
 flags.DEFINE_string("profile_dir", "", "Trace one more training step per preset with the TF "
                     "profiler into <dir>/<preset> (TensorBoard's profile plugin reads it) and "
                     "report the ops that took the most time.")
-flags.DEFINE_list("measure", ["train", "input", "distill", "tvl1", "dynamic"],
+flags.DEFINE_list("measure", ["train", "input", "distill", "tvl1", "dynamic", "batch_norm"],
                   "Which measurements to run.")
 flags.DEFINE_string("work_dir", "", "Folder for the prepared data and the SavedModel "
                     "(default: a temporary folder, removed at the end).")

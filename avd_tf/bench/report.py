@@ -16,9 +16,19 @@ ROWS = (
     ("TV-L1 pairs/s, N workers", "tvl1_pairs_per_s_Nworkers", "{:.1f}"),
     ("**TV-L1 scaling** (target >= 0.9 N)", "tvl1_scaling", "**{:.2f}**"),
     ("dynamic images, clips/s", "dynamic_image_clips_per_s", "{:.3g}"),
+    ("E's BN layers on 1 device, synchronised / local time", "bn_sync_over_local", "{:.2f}"),
+    ("E's BN layers: peak RSS, MB, synchronised / local", "bn_sync_peak_rss_mb", None),
 )
 # The README section (avd_tf.readme_section) that `avd-bench --readme` replaces.
 SECTION = "avd-bench table"
+
+
+def _cell(result: dict, key: str, fmt: str | None) -> str:
+    if key not in result:
+        return "-"
+    if fmt is None:  # the peak RSS pair: synchronised / local
+        return f"{result[key]:.0f} / {result['bn_local_peak_rss_mb']:.0f}"
+    return fmt.format(result[key])
 
 
 def markdown_table(report: dict) -> str:
@@ -31,7 +41,7 @@ def markdown_table(report: dict) -> str:
     )
     lines = [f"| | {header} |", "|---" + "|---:" * len(presets) + "|"]
     for label, key, fmt in ROWS:
-        cells = [fmt.format(r[key]) if key in r else "-" for r in presets.values()]
+        cells = [_cell(r, key, fmt) for r in presets.values()]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     missed = [
         f"{name} {key} {check['value']:.3g} (target {check['target']:.3g})"

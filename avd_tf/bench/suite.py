@@ -1,4 +1,5 @@
-"""avd-bench's measurements of the presets: training, input, distillation, TV-L1 and dynamic images.
+"""avd-bench's measurements of the presets: training, input, distillation, TV-L1, dynamic
+images and what synchronised batch norm would cost on one device.
 
 `measure_presets` runs the parts asked for on each preset and returns the
 report avd-bench writes (`avd_tf.bench.report` turns it into tables);
@@ -12,7 +13,7 @@ import os
 import platform
 import time
 
-PARTS = ("train", "input", "distill", "tvl1", "dynamic")
+PARTS = ("train", "input", "distill", "tvl1", "dynamic", "batch_norm")
 # The performance targets on a 2-core CPU (docs/performance.md); TV-L1 should scale
 # to 90 % of linear.
 MFU_TARGET = 0.6
@@ -212,6 +213,12 @@ def _dynamic(config, settings, result) -> None:
     result["dynamic_image_clips_per_s_median"] = rate["median"]
 
 
+def _batch_norm(config, batch_size, settings, result) -> None:
+    from avd_tf.bench.batch_norm import sync_batch_norm_cost
+
+    result.update(sync_batch_norm_cost(config, batch_size, settings["repeats"]))
+
+
 def checks(preset: str, result: dict, settings: dict) -> dict:
     """Each performance target that this run measured: value, target, met."""
     checks = {}
@@ -274,6 +281,7 @@ def measure_presets(presets, settings: dict, work_root: str, *, measure=PARTS, b
             "distill": lambda: _distill(config, batch, settings, work_dir, result),
             "tvl1": lambda: _tvl1(config, settings, result),
             "dynamic": lambda: _dynamic(config, settings, result),
+            "batch_norm": lambda: _batch_norm(config, batch, settings, result),
         }
         seconds = {}
         for part in PARTS:
