@@ -266,6 +266,23 @@ def test_training_is_deterministic_with_a_seed_and_random_without(data_dir):
     assert _epoch(_training(data_dir, seed=None)) != _epoch(_training(data_dir, seed=None))
 
 
+def test_interleave_leaves_order_to_the_pipeline_options(tmp_path):
+    """The shard interleave sets no `deterministic` of its own, so
+    `options.deterministic=False` (faster, unordered) reaches it."""
+    paths = []
+    for i in range(2):
+        paths.append(str(tmp_path / f"train-{i}.tfrecord"))
+        with tf.io.TFRecordWriter(paths[-1]) as writer:
+            writer.write(b"record")
+    records = clips_module.shard_records(paths, 0, shuffle=True)
+    graph = tf.compat.v1.GraphDef()
+    graph.ParseFromString(
+        tf.raw_ops.DatasetToGraphV2(input_dataset=records._variant_tensor).numpy())
+    interleaves = [node for node in graph.node if "Interleave" in node.op]
+    assert interleaves and all(node.attr["deterministic"].s == b"default"
+                               for node in interleaves)
+
+
 def test_training_batches_repeat_and_drop_remainder(data_dir):
     dataset = inputs.clip_dataset(data_dir, "train", stream="flow", num_frames=4, size=SIZE,
                                   training=True, batch_size=4, seed=0)
