@@ -417,7 +417,11 @@ def test_avd_real_frames_are_single_frames_of_the_next_video(coloured_dir, strea
         clip_videos = [_nearest(c[..., 0].mean() * 20, FLOW_X) for c in clips]
     real_videos = [_nearest((r[..., 2].mean() + 1) * 127.5, BLUE) for r in real]
     assert real_videos[:-1] == clip_videos[1:]
-    assert all(r != c for r, c in zip(real_videos, clip_videos))
+    # The clip's own video only where a pass of the 4 videos ends with the
+    # video the next pass starts with (the order depends on the global seed
+    # that earlier tests may have set).
+    assert all((n + 1) % 4 == 0 for n, (r, c) in enumerate(zip(real_videos, clip_videos))
+               if r == c)
     # Any single frame of that video (green 8 i), not always the same one.
     indices = [(r[..., 1].mean() + 1) * 127.5 / 8 for r in real]
     assert all(abs(i - round(i)) < 0.2 for i in indices)
