@@ -104,6 +104,19 @@ def test_batch_norm_shapes_follow_the_encoder_and_both_paths_run():
         _step(encoder_norm_shapes(get_preset("small"), 1), synchronized)()
 
 
+@pytest.mark.slow
+def test_batch_norm_peak_rss_is_the_childs_own():
+    """Linux carries ru_maxrss over exec; the figure must not be the parent's peak."""
+    from avd_tf.bench.batch_norm import _child_peak_rss_mb, encoder_norm_shapes
+
+    ballast = bytearray(3 * 2**30)  # zero pages: touch them so they are resident
+    ballast[::4096] = b"\x01" * len(ballast[::4096])
+    assert peak_rss_mb() > 3 * 1024
+    child = _child_peak_rss_mb(encoder_norm_shapes(get_preset("small"), 1), True, 1)
+    assert 0 < child < 3 * 1024
+    del ballast
+
+
 def test_readme_without_the_section_is_refused_with_its_name(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# No markers here\n")

@@ -62,14 +62,18 @@ def _step(shapes, synchronized: bool):
 
 
 def _peak_rss_mb(shapes, synchronized: bool, steps: int) -> dict:
-    """Peak RSS (MB) of this process before and after `steps` passes (run in a child)."""
-    import resource
+    """Peak RSS (MB, VmHWM) of this process before and after `steps` passes (run in a child).
+
+    VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child
+    would report its parent's peak.
+    """
+    from avd_tf.bench.memory import peak_rss_mb
 
     run = _step([tuple(s) for s in shapes], synchronized)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = peak_rss_mb()
     for _ in range(steps):
         run()
-    return {"before": before, "after": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"before": before, "after": peak_rss_mb()}
 
 
 def _child_peak_rss_mb(shapes, synchronized: bool, steps: int) -> float:
