@@ -38,6 +38,7 @@ setup(
     extras_require={
         "dev": [
             "pytest>=8",
+            "pytest-xdist>=3.5",
             "scikit-video>=1.1.11",
             "nbclient>=0.10",
             "nbformat>=5.9",
