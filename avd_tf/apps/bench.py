@@ -85,7 +85,6 @@ flags.DEFINE_integer("scale_tvl1_videos", 12, "--scale: videos prepared with TV-
 def _scale(work_dir: str) -> int:
     from avd_tf.bench.report import SCALE_SECTION, scale_markdown_table
     from avd_tf.bench.scale import check_sizes
-    from avd_tf.readme_section import replace_section
 
     try:
         sizes = check_sizes([int(size) for size in FLAGS.scale_sizes])
@@ -97,6 +96,14 @@ def _scale(work_dir: str) -> int:
                                 jit_compile=FLAGS.jit_compile)
     table = scale_markdown_table(report)
     print("\n" + table)
+    _write_results(report, table, SCALE_SECTION)
+    return 0
+
+
+def _write_results(report: dict, table: str, section: str) -> None:
+    """--output (the report as JSON), --markdown (its table) and --readme (its section)."""
+    from avd_tf.readme_section import replace_section
+
     if FLAGS.output:
         write_text_atomically(FLAGS.output, json.dumps(report, indent=2) + "\n")
         print(f"wrote {FLAGS.output}")
@@ -104,9 +111,8 @@ def _scale(work_dir: str) -> int:
         write_text_atomically(FLAGS.markdown, table)
         print(f"wrote {FLAGS.markdown}")
     if FLAGS.readme:
-        replace_section(FLAGS.readme, SCALE_SECTION, table)
-        print(f"updated the avd-bench scale table in {FLAGS.readme}")
-    return 0
+        replace_section(FLAGS.readme, section, table)
+        print(f"updated the {section} in {FLAGS.readme}")
 
 
 def main(argv):
@@ -148,20 +154,10 @@ def main(argv):
         report = suite.measure_presets(FLAGS.preset, settings, FLAGS.work_dir or temporary,
                                        measure=FLAGS.measure, batch_size=FLAGS.batch_size,
                                        profile_dir=FLAGS.profile_dir)
-    if FLAGS.output:
-        write_text_atomically(FLAGS.output, json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {FLAGS.output}")
-    if FLAGS.markdown or FLAGS.readme:
-        from avd_tf.bench.report import SECTION, markdown_table
-        from avd_tf.readme_section import replace_section
+    from avd_tf.bench.report import SECTION, markdown_table
 
-        table = markdown_table(report)
-        if FLAGS.markdown:
-            write_text_atomically(FLAGS.markdown, table)
-            print(f"wrote {FLAGS.markdown}")
-        if FLAGS.readme:
-            replace_section(FLAGS.readme, SECTION, table)
-            print(f"updated the avd-bench table in {FLAGS.readme}")
+    print()
+    _write_results(report, markdown_table(report), SECTION)
     return 0
 
 
