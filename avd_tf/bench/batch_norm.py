@@ -15,20 +15,15 @@ a fresh process.
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 
-_CHILD = ("import json, sys; from avd_tf.bench.batch_norm import _peak_rss_mb; "
-          "print(json.dumps(_peak_rss_mb(**json.loads(sys.stdin.read()))))")
+from avd_tf.bench.child import run_in_child
 
 
 def encoder_norm_shapes(config, batch_size: int) -> list[tuple[int, ...]]:
     """The input shape of each of E's batch-norm layers (every layer but the last)."""
     frames, shapes = config.num_frames, []
-    for width, stride in list(zip(config.encoder_filters, config.temporal_strides)):
+    for width, stride in zip(config.encoder_filters, config.temporal_strides):
         frames //= stride
         shapes.append((batch_size, frames, config.image_size, config.image_size, int(width)))
     return shapes
@@ -61,8 +56,8 @@ def _step(shapes, synchronized: bool):
     return run
 
 
-def _peak_rss_mb(shapes, synchronized: bool, steps: int) -> dict:
-    """Peak RSS (MB, VmHWM) of this process before and after `steps` passes (run in a child).
+def _peak_rss_mb(shapes, synchronized: bool, steps: int) -> float:
+    """Peak RSS (MB) of this process after `steps` passes (run in a child).
 
     VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child
     would report its parent's peak.
@@ -70,22 +65,15 @@ def _peak_rss_mb(shapes, synchronized: bool, steps: int) -> dict:
     from avd_tf.bench.memory import peak_rss_mb
 
     run = _step([tuple(s) for s in shapes], synchronized)
-    before = peak_rss_mb()
     for _ in range(steps):
         run()
-    return {"before": before, "after": peak_rss_mb()}
+    return peak_rss_mb()
 
 
 def _child_peak_rss_mb(shapes, synchronized: bool, steps: int) -> float:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    run = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, env=env,
-                         input=json.dumps({"shapes": shapes, "synchronized": synchronized,
-                                           "steps": steps}))
-    lines = run.stdout.strip().splitlines()
-    if run.returncode != 0 or not lines:
-        raise RuntimeError(f"batch-norm memory benchmark failed (exit code {run.returncode}):\n"
-                           f"{run.stderr[-2000:]}")
-    return json.loads(lines[-1])["after"]
+    return run_in_child("avd_tf.bench.batch_norm._peak_rss_mb",
+                        {"shapes": shapes, "synchronized": synchronized, "steps": steps},
+                        "batch-norm memory benchmark")
 
 
 def sync_batch_norm_cost(config, batch_size: int, repeats: int) -> dict:

@@ -19,14 +19,12 @@ memory: `ratios` divides the largest N's figures by the smallest N's.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import subprocess
-import sys
 import time
 from typing import Callable
 
 from avd_tf.bench import scale_videos
+from avd_tf.bench.child import run_in_child
 
 VIDEOS_PER_SHARD = 10  # avd-prepare's default
 BATCH_SIZE = 8
@@ -157,24 +155,14 @@ def run_step(args: StepArgs) -> dict:
             f"{args.step}_rss_before_mb": before, f"{args.step}_peak_rss_mb": peak_rss_mb()}
 
 
-_CHILD = "from avd_tf.bench.scale import _child_main; _child_main()"
-
-
-def _child_main() -> None:
-    print(json.dumps(run_step(StepArgs(**json.loads(sys.stdin.read())))))
+def _step_fields(**fields) -> dict:
+    return run_step(StepArgs(**fields))
 
 
 def run_step_in_subprocess(args: StepArgs) -> dict:
     """`run_step` in a fresh Python process (TF_ENABLE_ONEDNN_OPTS and the rest inherited)."""
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    run = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True,
-                         input=json.dumps(dataclasses.asdict(args)), env=env)
-    lines = run.stdout.strip().splitlines()
-    if run.returncode != 0 or not lines:
-        raise RuntimeError(f"scale benchmark step {args.step!r} on {args.data_dir} failed "
-                           f"(exit code {run.returncode}):\n{run.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    return run_in_child("avd_tf.bench.scale._step_fields", dataclasses.asdict(args),
+                        f"scale benchmark step {args.step!r} on {args.data_dir}")
 
 
 RATIO_KEYS = ("prepare_ms_per_video", "prepare_cpu_ms_per_video", "prepare_peak_rss_mb",

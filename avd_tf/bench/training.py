@@ -18,14 +18,12 @@ median, with the load averages before and after.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
 
+from avd_tf.bench.child import run_in_child
 from avd_tf.bench.memory import peak_rss_mb
 
 # A dense Conv3D shaped like the paper preset's middle layers (3x5x5 kernel,
@@ -228,12 +226,8 @@ def measure_training(settings: TrainSettings) -> dict:
     }
 
 
-_CHILD = "from avd_tf.bench.training import _child_main; _child_main()"
-
-
-def _child_main() -> None:
-    settings = TrainSettings(**json.loads(sys.stdin.read()))
-    print(json.dumps(measure_training(settings)))
+def _measure_fields(**fields) -> dict:
+    return measure_training(TrainSettings(**fields))
 
 
 def measure_training_in_subprocess(
@@ -243,22 +237,7 @@ def measure_training_in_subprocess(
 
     `onednn` sets TF_ENABLE_ONEDNN_OPTS for that process (None: inherit).
     """
-    env = dict(os.environ)
-    if onednn is not None:
-        env["TF_ENABLE_ONEDNN_OPTS"] = "1" if onednn else "0"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    run = subprocess.run(
-        [sys.executable, "-c", _CHILD],
-        input=json.dumps(dataclasses.asdict(settings)),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
-    lines = run.stdout.strip().splitlines()
-    if run.returncode != 0 or not lines:
-        raise RuntimeError(
-            f"training benchmark of preset {settings.preset!r} failed (exit code "
-            f"{run.returncode}):\n{run.stderr[-3000:]}"
-        )
-    return json.loads(lines[-1])
+    env = {} if onednn is None else {"TF_ENABLE_ONEDNN_OPTS": "1" if onednn else "0"}
+    return run_in_child("avd_tf.bench.training._measure_fields", dataclasses.asdict(settings),
+                        f"training benchmark of preset {settings.preset!r}", env=env,
+                        timeout=timeout)
