@@ -38,6 +38,7 @@ from avd_tf.layout import METRICS
 from avd_tf.models.training import train_avd
 from avd_tf.pipeline.demo import DemoSettings
 from avd_tf.records.holdout import holdout_folder
+from avd_tf.streams import avd_stream
 
 EVAL_SPLITS = ("val", "test")
 MIN_SEEDS = 3
@@ -46,6 +47,9 @@ RUNS = "runs"
 EVALUATION = "evaluation.json"
 OUTPUTS = ("ablation.json", "ablation.md", "ablation.csv", "ablation.png")
 CONTROL = "control: untrained E"
+# Every cell trains AVD on RGB clips and is judged on E's images of them.
+CLIP_STREAM = "rgb"
+AVD_RGB = avd_stream(CLIP_STREAM)
 _DEMO = DemoSettings()
 
 
@@ -239,7 +243,7 @@ def run_ablation(
                                     **config_overrides(arch))
             what = "untrained E reused" if reused else (
                 f"untrained E evaluated in {time.time() - started:.0f} s")
-            evaluation, reused, seconds = _classify(eval_dir, "avd_rgb", run_dir, seed, settings,
+            evaluation, reused, seconds = _classify(eval_dir, AVD_RGB, run_dir, seed, settings,
                                                     avd_model_dir=avd_dir, progress=progress,
                                                     log=log)
             record("control", row, arch, seed, run_dir, evaluation, _figures(figures),
@@ -248,11 +252,11 @@ def run_ablation(
             run_dir = os.path.join(output_dir, RUNS, folder_name(cell), f"seed-{seed}")
             avd_dir = os.path.join(run_dir, "avd")
             reused, started = _finished(avd_dir), time.time()
-            figures = train_avd(eval_dir, avd_dir, stream="rgb", preset=cell["preset"],
+            figures = train_avd(eval_dir, avd_dir, stream=CLIP_STREAM, preset=cell["preset"],
                                 epochs=cell["epochs"], steps_per_epoch=avd_steps_per_epoch,
                                 seed=seed, progress=progress, log=log, **config_overrides(cell))
             what = "AVD reused" if reused else f"AVD trained in {time.time() - started:.0f} s"
-            evaluation, reused, seconds = _classify(eval_dir, "avd_rgb", run_dir, seed, settings,
+            evaluation, reused, seconds = _classify(eval_dir, AVD_RGB, run_dir, seed, settings,
                                                     avd_model_dir=avd_dir, progress=progress,
                                                     log=log)
             record("cell", grid.label(cell), cell, seed, run_dir, evaluation, _figures(figures),
