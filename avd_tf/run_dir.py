@@ -28,6 +28,7 @@ from typing import Callable
 import keras
 
 from avd_tf.files import keras_temporary, write_json_atomically
+from avd_tf.inputs.shards import list_shards
 from avd_tf.layout import BACKUP, CONFIG, HISTORY, LOGS, METRICS
 
 # Below this many bytes of input shards the parsed inputs stay in memory
@@ -37,9 +38,11 @@ CACHE_LIMIT_BYTES = 1 << 30
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
 
 
-def fits_in_memory(shard_paths) -> bool:
-    """Whether shards of these paths are small enough to cache (`CACHE_LIMIT_BYTES`)."""
-    return sum(os.path.getsize(path) for path in shard_paths) <= CACHE_LIMIT_BYTES
+def fits_in_memory(data_dir: str) -> bool:
+    """Whether the train and test shards of `data_dir` are small enough to cache
+    (`CACHE_LIMIT_BYTES`)."""
+    paths = list_shards(data_dir, "train") + list_shards(data_dir, "test")
+    return sum(os.path.getsize(path) for path in paths) <= CACHE_LIMIT_BYTES
 
 
 def check_precision(name: str) -> None:

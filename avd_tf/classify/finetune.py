@@ -279,7 +279,7 @@ def finetune(
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    cache = fits_in_memory(list_shards(stream_dir, "train") + list_shards(stream_dir, "test"))
+    cache = fits_in_memory(stream_dir)
     train = stream_dataset(
         stream_dir, "train", size=size, training=True, batch_size=batch_size, seed=seed,
         cache=cache, flip=flip,

@@ -350,7 +350,7 @@ def train_avd(
 
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    cache = fits_in_memory(list_shards(data_dir, "train") + list_shards(data_dir, "test"))
+    cache = fits_in_memory(data_dir)
     train = training_input(strategy, data_dir, config.batch_size, seed, stream=stream,
                            num_frames=config.num_frames, size=config.image_size, cache=cache,
                            flip=flip)
